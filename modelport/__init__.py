@@ -1,0 +1,20 @@
+"""modelport: exact, streaming conversion of pretrained checkpoints between TF1, PyTorch, safetensors and Keras."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from modelport import api
+from modelport.api import convert, inspect, verify
+from modelport.errors import ModelportError
+from modelport.mappings import MAPPINGS
+
+try:
+    __version__ = version("modelport")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+
+def architectures() -> list[str]:
+    return list(MAPPINGS)
+
+
+__all__ = ["ModelportError", "api", "architectures", "convert", "inspect", "verify", "__version__"]

@@ -1,0 +1,241 @@
+"""Declarative weight mappings: each row is one canonical tensor (its Hugging Face name) with all its known
+names in other naming schemes, and the transforms that turn each scheme's layout into the canonical one.
+Every transform knows its reverse, so one table converts in both directions; layer indices are pattern
+variables (`{layer}`, or `{block:03}` for zero-padded ones), never loops in code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+CANONICAL = "hf"
+
+# Training state written next to the weights: skipped and reported, never converted.
+OPTIMIZER_PATTERNS = [
+    r".*/(adam_m|adam_v|Adam|Adam_1|lamb_m|lamb_v|Momentum|RMSProp|RMSProp_1|Adagrad|AdagradDA)$",
+    r".*_slot_(vc|vr|v|m)$",
+    r"(.*/)?(global_step|current_loss_scale|good_steps|loss_scale|beta1_power|beta2_power)$",
+]
+
+_VARIABLE = re.compile(r"\{(\w+)(?::(0\d+))?\}")
+
+
+class Pattern:
+    """A name with integer variables: `bert/encoder/layer_{layer}/...` matches and formats names."""
+
+    def __init__(self, text: str):
+        self.text = text
+        regex, last = [], 0
+        for found in _VARIABLE.finditer(text):
+            regex.append(re.escape(text[last:found.start()]))
+            width = found.group(2)
+            regex.append(f"(?P<{found.group(1)}>\\d{{{int(width)}}})" if width else f"(?P<{found.group(1)}>0|[1-9]\\d*)")
+            last = found.end()
+        regex.append(re.escape(text[last:]))
+        self.regex = re.compile("".join(regex))
+        self.variables = tuple(found.group(1) for found in _VARIABLE.finditer(text))
+
+    def match(self, name: str) -> dict[str, int] | None:
+        found = self.regex.fullmatch(name)
+        return None if found is None else {k: int(v) for k, v in found.groupdict().items()}
+
+    def format(self, values: dict[str, int]) -> str:
+        return _VARIABLE.sub(lambda m: format(values[m.group(1)], m.group(2) or "d"), self.text)
+
+
+class Op:
+    """A transform from one scheme's tensors (a list of parts) to the next form; `reverse_op` undoes it."""
+
+    def apply(self, parts: list[np.ndarray], context: dict) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def apply_shape(self, shapes: list[tuple], context: dict) -> list[tuple]:
+        raise NotImplementedError
+
+    @property
+    def reverse_op(self) -> "Op":
+        raise NotImplementedError
+
+
+class Transpose(Op):
+    """TF/Conv1D kernels are [in, out]; torch Linear weights are [out, in]."""
+
+    def apply(self, parts, context):
+        return [np.ascontiguousarray(p.T) for p in parts]
+
+    def apply_shape(self, shapes, context):
+        return [tuple(reversed(s)) for s in shapes]
+
+    @property
+    def reverse_op(self):
+        return self
+
+
+TRANSPOSE = Transpose()
+
+
+class Row:
+    """One canonical tensor: `Row(hf_name, shape=(config expressions), part=..., tf1=name, ops={...})`.
+
+    `shape` gives the canonical shape as config field names or small expressions ("3*n_embd"); it lets the
+    config be inferred from tensors and checked against them. `part` groups rows that exist together
+    (embeddings and encoder, pooler, a head): a checkpoint holds whole parts or it is an error. `ops[scheme]`
+    turns that scheme's tensor(s) into the canonical one. A scheme name may be a tuple of patterns when
+    several of its tensors make one canonical tensor.
+    """
+
+    def __init__(self, hf: str, *, shape: Sequence[str | int] | None = None, part: str = "base",
+                 ops: dict[str, Sequence[Op]] | None = None, **names: str | tuple[str, ...]):
+        self.hf = Pattern(hf)
+        self.shape = tuple(shape) if shape is not None else None
+        self.part = part
+        self.ops = {scheme: tuple(chain) for scheme, chain in (ops or {}).items()}
+        self.names = {CANONICAL: (self.hf,)}
+        for scheme, value in names.items():
+            patterns = (value,) if isinstance(value, str) else tuple(value)
+            self.names[scheme] = tuple(Pattern(p) for p in patterns)
+
+    def to_canonical(self, scheme: str) -> tuple[Op, ...]:
+        return self.ops.get(scheme, ())
+
+    def from_canonical(self, scheme: str) -> tuple[Op, ...]:
+        return tuple(op.reverse_op for op in reversed(self.ops.get(scheme, ())))
+
+    def __repr__(self):
+        return f"Row({self.hf.text})"
+
+
+def dense(hf: str, tf: str, n_in: str, n_out: str, part: str = "base", scheme: str = "tf1") -> list[Row]:
+    """A TF dense layer: `kernel` [in, out] is torch's `weight` [out, in] transposed, and its `bias`."""
+    return [
+        Row(f"{hf}.weight", shape=(n_out, n_in), part=part, ops={scheme: [TRANSPOSE]}, **{scheme: f"{tf}/kernel"}),
+        Row(f"{hf}.bias", shape=(n_out,), part=part, **{scheme: f"{tf}/bias"}),
+    ]
+
+
+def layer_norm(hf: str, tf: str, width: str, part: str = "base", scheme: str = "tf1") -> list[Row]:
+    """TF's LayerNorm `gamma`/`beta` are torch's `weight`/`bias`."""
+    return [
+        Row(f"{hf}.weight", shape=(width,), part=part, **{scheme: f"{tf}/gamma"}),
+        Row(f"{hf}.bias", shape=(width,), part=part, **{scheme: f"{tf}/beta"}),
+    ]
+
+
+@dataclass(frozen=True)
+class ModelClass:
+    """A transformers class and the parts a checkpoint must hold to be that class exactly."""
+
+    name: str
+    parts: frozenset[str]
+    bare: bool = False  # a base model: its HF names drop the base prefix
+
+    @classmethod
+    def of(cls, name: str, *parts: str, bare: bool = False) -> "ModelClass":
+        return cls(name, frozenset(parts), bare)
+
+
+@dataclass
+class Match:
+    row: Row
+    values: dict[str, int]
+    index: int  # which of the scheme's patterns (for rows made of several tensors)
+
+    @property
+    def canonical(self) -> str:
+        return self.row.hf.format(self.values)
+
+
+@dataclass
+class Mapping:
+    """Everything modelport knows about one architecture."""
+
+    arch: str
+    model_type: str
+    rows: list[Row]
+    classes: list[ModelClass]
+    base_prefix: str = ""
+    counts: dict[str, str] = field(default_factory=dict)  # pattern variable -> config field it counts
+    tied: dict[str, str] = field(default_factory=dict)  # canonical alias -> the canonical tensor it equals
+    buffers: list[str] = field(default_factory=list)  # canonical names of derived buffers, dropped
+    skip: list[str] = field(default_factory=list)  # training state beyond OPTIMIZER_PATTERNS
+    formats: dict[str, tuple[str, str]] = field(default_factory=dict)  # --to value -> (file format, scheme)
+    config_files: dict[str, str] = field(default_factory=dict)  # scheme -> config file name
+    checkpoint_names: dict[str, str] = field(default_factory=dict)  # scheme -> checkpoint prefix (tf1)
+    config_to_hf: Callable[[str, dict], dict] | None = None  # (scheme, raw config) -> HF config fields
+    config_from_hf: Callable[[str, dict], tuple[dict, list[str]]] | None = None  # -> (raw config, warnings)
+    required_config: tuple[str, ...] = ()  # HF fields that shapes cannot tell
+    tokenizer: str = ""  # tokenizer kind, see converters/tokenizers.py
+
+    def __post_init__(self):
+        self._skip = [re.compile(p) for p in OPTIMIZER_PATTERNS + self.skip]
+        self._tied = {Pattern(k): Pattern(v) for k, v in self.tied.items()}
+        self._buffers = [Pattern(b) for b in self.buffers]
+
+    @property
+    def schemes(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            seen.update(dict.fromkeys(row.names))
+        return list(seen)
+
+    def is_training_state(self, name: str) -> bool:
+        return any(p.fullmatch(name) for p in self._skip)
+
+    def _canonical_candidates(self, scheme: str, name: str) -> list[str]:
+        if scheme == CANONICAL and self.base_prefix and not name.startswith(self.base_prefix):
+            return [name, self.base_prefix + name]
+        return [name]
+
+    def match(self, scheme: str, name: str) -> Match | None:
+        for candidate in self._canonical_candidates(scheme, name):
+            for row in self.rows:
+                for index, pattern in enumerate(row.names.get(scheme, ())):
+                    values = pattern.match(candidate)
+                    if values is not None:
+                        return Match(row, values, index)
+        return None
+
+    def alias_of(self, scheme: str, name: str) -> tuple[str, str] | None:
+        """For a tied alias or a derived buffer (canonical scheme only): (kind, the tensor it equals or '')."""
+        if scheme != CANONICAL:
+            return None
+        for candidate in self._canonical_candidates(scheme, name):
+            for alias, target in self._tied.items():
+                values = alias.match(candidate)
+                if values is not None:
+                    return "tied", target.format(values)
+            if any(b.match(candidate) is not None for b in self._buffers):
+                return "buffer", ""
+        return None
+
+    def coverage(self, scheme: str, names: list[str]) -> int:
+        """How many names this scheme explains (mapped, tied, buffers, training state)."""
+        return sum(1 for n in names if self.match(scheme, n) or self.alias_of(scheme, n) or self.is_training_state(n))
+
+    def detect_scheme(self, names: list[str], schemes: list[str] | None = None) -> tuple[str, int]:
+        """The naming scheme that explains most names, and how many it explains (ignoring training state)."""
+        weights = [n for n in names if not self.is_training_state(n)]
+        best = max(schemes or self.schemes, key=lambda s: self.coverage(s, weights))
+        return best, self.coverage(best, weights)
+
+    def model_class(self, parts: set[str]) -> ModelClass | None:
+        for candidate in self.classes:
+            if candidate.parts == parts:
+                return candidate
+        return None
+
+
+def evaluate(expression: str | int, config: dict) -> int | None:
+    """A shape entry: an int, a config field, or a small arithmetic expression of fields."""
+    if isinstance(expression, int):
+        return expression
+    if expression in config:
+        return config[expression]
+    names = re.findall(r"[A-Za-z_]\w*", expression)
+    if not all(isinstance(config.get(n), int) for n in names):
+        return None
+    return int(eval(expression, {"__builtins__": {}}, {n: config[n] for n in names}))  # table text only
