@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,14 @@ class ConversionReport:
     training_state: list[str] = field(default_factory=list)
     unmapped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def training_state_kinds(self) -> str:
+        """'adam_m (46), adam_v (46), global_step (1)': the skipped tensors by kind."""
+        kinds: dict[str, int] = {}
+        for name in self.training_state:
+            kind = re.split(r"/|(?=_slot_)", name)[-1]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return ", ".join(f"{kind} ({count})" for kind, count in kinds.items())
 
     def summary(self) -> str:
         line = (f"{self.tensors} tensors, {self.parameters:,} parameters ({self.model_class}) -> {self.out} "
@@ -123,7 +132,8 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
         out_dtype = engine.output_dtype(plan, dtype)
         context = {"config": hf}
         steps, specs = engine.target_layout(plan, target_scheme, model_class, out_dtype, context)
-        notes: list[str] = []
+        notes = [f"skipped {len(reader.extras)} entries that are not weights: {', '.join(reader.extras[:6])}"] \
+            if reader.extras else []
         with atomic_directory(out, overwrite) as staging:
             writer_options = {"prefix": mapping.checkpoint_names[target_scheme]} if target_format == "tf1" else {}
             writer = writer_class(target_format)(staging, specs, shard_bytes, **writer_options)
@@ -169,7 +179,8 @@ def inspect(src: str | Path, arch: str | None = None) -> dict:
                             "action": plan.action(name)})
         return {"path": str(reader.path), "format": reader.format, "arch": plan.mapping.arch, "layout": plan.scheme,
                 "parameters": engine.parameter_count(plan), "dtypes": dtypes,
-                "training_state": len(plan.training_state), "unknown": plan.unknown, "tensors": tensors}
+                "training_state": len(plan.training_state), "unknown": plan.unknown,
+                "not_weights": list(reader.extras), "tensors": tensors}
 
 
 @dataclass

@@ -232,15 +232,20 @@ def test_folder_without_a_checkpoint(tmp_path):
         TF1Reader(tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["strings", "partitioned"])
-def test_unsupported_tensors_are_named(tf, tmp_path, kind):
-    prefix = str(tmp_path / "model.ckpt")
-    if kind == "strings":
-        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["vocab"], shape_and_slices=[""], tensors=[tf.constant(["a", "b"])])
-    else:  # the first half of a partitioned variable of shape [4]
-        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["vocab"], shape_and_slices=["4 0,2"], tensors=[tf.ones([2])])
-    with raises_naming(tmp_path / "model.ckpt.index", f"tensor vocab .*{kind}"):
+def test_partitioned_variables_are_named(tf, tmp_path):
+    prefix = str(tmp_path / "model.ckpt")  # the first half of a partitioned variable of shape [4]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["vocab"], shape_and_slices=["4 0,2"], tensors=[tf.ones([2])])
+    with raises_naming(tmp_path / "model.ckpt.index", "tensor vocab .*partitioned"):
         TF1Reader(prefix)
+
+
+def test_string_metadata_is_set_aside(tf, tmp_path):
+    """tf.train.Checkpoint and Keras store an object graph as a string tensor: not a weight."""
+    prefix = str(tmp_path / "model.ckpt")
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["_CHECKPOINTABLE_OBJECT_GRAPH", "w"], shape_and_slices=["", ""],
+                      tensors=[tf.constant("graph"), tf.ones([2])])
+    reader = TF1Reader(prefix)
+    assert reader.names() == ["w"] and reader.extras == ["_CHECKPOINTABLE_OBJECT_GRAPH"]
 
 
 def open_and_read_all(prefix: Path) -> None:

@@ -8,7 +8,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 import modelport
@@ -63,8 +62,7 @@ def convert(
         say(f"note: {note}")
     if not quiet:
         if report.training_state:
-            say(f"skipped training state: {', '.join(report.training_state[:6])}"
-                f"{' ...' if len(report.training_state) > 6 else ''}")
+            say(f"skipped training state: {report.training_state_kinds()}")
         say(report.summary())
 
 
@@ -122,11 +120,11 @@ def main() -> None:
             raise
         say(f"error: {error}")
         sys.exit(1)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         say("error: interrupted; nothing was written to the output")
         sys.exit(130)
-    except click.ClickException as error:
-        say(f"error: {error.format_message()}")
+    except typer.TyperException as error:  # usage errors: unknown option, bad value
+        say(f"error: {error.format_message() if hasattr(error, 'format_message') else error}")
         sys.exit(2)
     except Exception as error:  # a bug: still one line unless --debug
         if state["debug"]:

@@ -67,6 +67,7 @@ class Reader:
     format: str = ""
     path: Path
     infos: dict[str, TensorInfo]
+    extras: list[str]  # entries that are not tensors (string metadata, pickled scalars): reported, skipped
 
     def names(self) -> list[str]:
         return list(self.infos)

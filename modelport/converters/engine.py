@@ -4,6 +4,7 @@ then pipe tensors one at a time reader -> mapping transforms -> writer."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -13,7 +14,7 @@ import numpy as np
 from modelport.converters.base import DTYPES, Reader, TensorInfo, Writer, dtype_name, is_floating
 from modelport.errors import ModelportError
 from modelport.mappings import MAPPINGS
-from modelport.mappings.base import CANONICAL, Mapping, ModelClass, Row, evaluate
+from modelport.mappings.base import CANONICAL, RANK, Mapping, Match, ModelClass, Row, evaluate
 
 
 @dataclass
@@ -71,24 +72,27 @@ def plan_source(mapping: Mapping, reader: Reader, schemes: list[str] | None = No
     if hits < len(weights) / 2:
         raise ModelportError(f"{reader.path}: does not look like a {mapping.arch} checkpoint: it looks like {describe(reader)}")
     plan = Plan(mapping, scheme, reader)
-    parts: dict[str, list] = {}
+    parts: dict[str, tuple[Match, dict[int, str]]] = {}
     for name in names:
         match = mapping.match(scheme, name)
         if match is not None:
-            canonical = match.canonical
-            if canonical not in parts:
-                parts[canonical] = [match, [None] * len(match.row.names[scheme])]
-            parts[canonical][1][match.index] = name
+            parts.setdefault(match.canonical, (match, {}))[1][match.index] = name
         elif mapping.is_training_state(name):
             plan.training_state.append(name)
         elif (alias := mapping.alias_of(scheme, name)) is not None:
             plan.aliases.append((name, *alias))
         else:
             plan.unknown.append(name)
-    for canonical, (match, sources) in parts.items():
-        if None in sources:
-            missing = [p.format(match.values) for p, s in zip(match.row.names[scheme], sources) if s is None]
-            raise ModelportError(f"{reader.path}: {canonical} needs {', '.join(missing)}, which is missing")
+    ranks = 1 + max((i for m, found in parts.values() if m.partitioned for i in found), default=0)
+    for canonical, (match, found) in parts.items():
+        patterns = match.row.names[scheme]
+        expected = range(ranks) if match.partitioned else range(len(patterns))
+        missing = [i for i in expected if i not in found]
+        if missing:
+            what = (f"model-parallel rank(s) {missing} of {ranks}" if match.partitioned else
+                    ", ".join(patterns[i].format(match.values) for i in missing))
+            raise ModelportError(f"{reader.path}: {canonical} needs {what}, which is missing")
+        sources = [found[i] for i in expected]
         shapes = [reader.infos[s].shape for s in sources]
         for op in match.row.to_canonical(scheme):
             shapes = op.apply_shape(shapes, {})
@@ -139,6 +143,10 @@ def resolve_config(plan: Plan, shipped: dict, override: dict) -> dict:
         example = json.dumps({f: "N" for f in missing}).replace('"N"', "N")
         raise ModelportError(f"{', '.join(missing)} cannot be read from tensor shapes and no config gives it: "
                              f"pass --config FILE with {example}")
+    for constraint in mapping.constraints:
+        if evaluate(constraint, config) == 0:
+            values = ", ".join(f"{n}={config.get(n)}" for n in re.findall(r"[A-Za-z_]\w*", constraint))
+            raise ModelportError(f"the config breaks {constraint} ({values})")
     for planned in plan.tensors.values():
         if planned.row.shape is None:
             continue
@@ -236,7 +244,8 @@ def target_layout(plan: Plan, scheme: str, model_class: ModelClass, dtype: np.dt
         patterns = planned.row.names.get(scheme)
         if not patterns:
             raise ModelportError(f"{planned.canonical} has no name in the {scheme} layout")
-        targets = [p.format(planned.values) for p in patterns]
+        targets = [p.format({**planned.values, RANK: rank}) for p in patterns
+                   for rank in (range(context["ranks"]) if RANK in p.variables else [0])]
         if strip:
             targets = [t[len(strip):] if t.startswith(strip) else t for t in targets]
         shapes = [planned.info.shape]

@@ -117,6 +117,7 @@ class SafetensorsReader(Reader):
         if not files:
             raise ModelportError(f"{self.path}: no safetensors file there")
         self._files = files
+        self.extras = []
         self._maps: list[mmap.mmap] = []
         self._where: dict[str, tuple[mmap.mmap, int]] = {}
         self.infos = {}

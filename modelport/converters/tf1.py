@@ -305,6 +305,7 @@ class TF1Reader(Reader):
         self.prefix = prefix
         self.index_path = Path(f"{prefix}.index")
         self.infos: dict[str, TensorInfo] = {}
+        self.extras: list[str] = []
         self._locations: dict[str, tuple[Path, int, int, int]] = {}  # name -> data file, offset, size, crc
         self._maps: dict[Path, np.memmap] = {}
         try:
@@ -339,8 +340,9 @@ class TF1Reader(Reader):
 
     def _parse_entry(self, name: str, entry: dict, num_shards: int) -> None:
         code = _field(entry, 1, int, 0)
-        if code == _DT_STRING:
-            raise _BadIndex(f"tensor {name} holds strings, which modelport does not support")
+        if code == _DT_STRING:  # object-graph metadata of tf.train.Checkpoint/Keras, never a weight
+            self.extras.append(name)
+            return
         if code not in _TF_DTYPES:
             raise _BadIndex(f"tensor {name} has unsupported TensorFlow dtype code {code}")
         if entry.get(7):

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 CANONICAL = "hf"
+RANK = "rank"  # the pattern variable of model-parallel partitions: one source tensor per rank, in rank order
 
 # Training state written next to the weights: skipped and reported, never converted.
 OPTIMIZER_PATTERNS = [
@@ -142,7 +143,8 @@ class ModelClass:
 class Match:
     row: Row
     values: dict[str, int]
-    index: int  # which of the scheme's patterns (for rows made of several tensors)
+    index: int  # which part: the rank for partitioned names, else which of the scheme's patterns
+    partitioned: bool = False
 
     @property
     def canonical(self) -> str:
@@ -168,6 +170,7 @@ class Mapping:
     config_to_hf: Callable[[str, dict], dict] | None = None  # (scheme, raw config) -> HF config fields
     config_from_hf: Callable[[str, dict], tuple[dict, list[str]]] | None = None  # -> (raw config, warnings)
     required_config: tuple[str, ...] = ()  # HF fields that shapes cannot tell
+    constraints: tuple[str, ...] = ()  # config expressions that must hold, e.g. "hidden_size % heads == 0"
     tokenizer: str = ""  # tokenizer kind, see converters/tokenizers.py
 
     def __post_init__(self):
@@ -196,6 +199,8 @@ class Mapping:
                 for index, pattern in enumerate(row.names.get(scheme, ())):
                     values = pattern.match(candidate)
                     if values is not None:
+                        if RANK in values:
+                            return Match(row, values, values.pop(RANK), partitioned=True)
                         return Match(row, values, index)
         return None
 
@@ -238,4 +243,4 @@ def evaluate(expression: str | int, config: dict) -> int | None:
     names = re.findall(r"[A-Za-z_]\w*", expression)
     if not all(isinstance(config.get(n), int) for n in names):
         return None
-    return int(eval(expression, {"__builtins__": {}}, {n: config[n] for n in names}))  # table text only
+    return int(eval(expression, {"__builtins__": {}}, {n: config[n] for n in names}))  # mapping-table text only

@@ -98,5 +98,6 @@ MAPPING = Mapping(
     config_to_hf=config_to_hf,
     config_from_hf=config_from_hf,
     required_config=("num_attention_heads",),
+    constraints=("hidden_size % num_attention_heads == 0",),
     tokenizer="wordpiece",
 )
