@@ -139,6 +139,16 @@ class ModelClass:
         return cls(name, frozenset(parts), bare)
 
 
+@dataclass(frozen=True)
+class PositionTable:
+    """A learned absolute position embedding: which canonical tensor, which config field states its length,
+    and how many leading rows are reserved (RoBERTa-style padding offset) and must not be extended."""
+
+    tensor: str
+    config_field: str
+    reserved: int = 0
+
+
 @dataclass
 class Match:
     row: Row
@@ -172,6 +182,7 @@ class Mapping:
     required_config: tuple[str, ...] = ()  # HF fields that shapes cannot tell
     constraints: tuple[str, ...] = ()  # config expressions that must hold, e.g. "hidden_size % heads == 0"
     tokenizer: str = ""  # tokenizer kind, see converters/tokenizers.py
+    positions: PositionTable | None = None  # learned absolute positions, for `extend`
 
     def __post_init__(self):
         self._skip = [re.compile(p) for p in OPTIMIZER_PATTERNS + self.skip]

@@ -5,7 +5,7 @@ transformers calls `gelu_new`; its bert_config.json says "gelu" for it."""
 from __future__ import annotations
 
 from modelport.errors import ModelportError
-from modelport.mappings.base import Mapping, ModelClass, Row, dense, layer_norm
+from modelport.mappings.base import Mapping, ModelClass, PositionTable, Row, dense, layer_norm
 
 LAYER = "bert.encoder.layer.{layer}"
 TF_LAYER = "bert/encoder/layer_{layer}"
@@ -100,4 +100,5 @@ MAPPING = Mapping(
     required_config=("num_attention_heads",),
     constraints=("hidden_size % num_attention_heads == 0",),
     tokenizer="wordpiece",
+    positions=PositionTable("bert.embeddings.position_embeddings.weight", "max_position_embeddings"),
 )
