@@ -6,6 +6,7 @@ arrays (memory-mapped where the format allows) and writers take them in the orde
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,19 @@ class TensorInfo:
     @property
     def nbytes(self) -> int:
         return self.numel * self.dtype.itemsize
+
+
+def map_array(fileno: int, offset: int, info: TensorInfo) -> np.ndarray:
+    """A read-only array over one tensor's bytes in an open file, through a mapping of just those bytes:
+    it is unmapped when the array is dropped, so resident memory stays near one tensor however large the
+    file (a whole-file mapping would keep every page read so far resident)."""
+    if info.nbytes == 0:
+        empty = np.zeros(info.shape, info.dtype)
+        empty.flags.writeable = False
+        return empty
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    window = mmap.mmap(fileno, offset + info.nbytes - start, access=mmap.ACCESS_READ, offset=start)
+    return np.frombuffer(window, info.dtype, info.numel, offset - start).reshape(info.shape)
 
 
 class Reader:

@@ -4,13 +4,14 @@ header before trusting it, and a writer that computes the header from shapes and
 from __future__ import annotations
 
 import json
-import mmap
+import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer, raw_bytes, shard_groups
+from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer, map_array, raw_bytes, shard_groups
 from modelport.errors import ModelportError
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -63,16 +64,16 @@ def find_safetensors_files(path: Path) -> list[Path] | None:
     return found or None
 
 
-def parse_header(path: Path, buffer) -> tuple[dict[str, tuple[TensorInfo, int]], dict[str, str]]:
+def parse_header(path: Path, handle: BinaryIO) -> tuple[dict[str, tuple[TensorInfo, int]], dict[str, str]]:
     """Validate a safetensors header: name -> (info, absolute byte offset), and the metadata."""
-    size = len(buffer)
+    size = os.fstat(handle.fileno()).st_size
     if size < 8:
         raise ModelportError(f"{path}: too short to be a safetensors file")
-    (header_len,) = struct.unpack("<Q", buffer[:8])
+    (header_len,) = struct.unpack("<Q", handle.read(8))
     if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
         raise ModelportError(f"{path}: header length {header_len} runs past the file ({size} bytes): truncated or not safetensors")
     try:
-        header = json.loads(bytes(buffer[8:8 + header_len]).decode("utf-8"))
+        header = json.loads(handle.read(header_len).decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError
     except (ValueError, UnicodeDecodeError):
@@ -118,37 +119,32 @@ class SafetensorsReader(Reader):
             raise ModelportError(f"{self.path}: no safetensors file there")
         self._files = files
         self.extras = []
-        self._maps: list[mmap.mmap] = []
-        self._where: dict[str, tuple[mmap.mmap, int]] = {}
+        self._handles: list[BinaryIO] = []
+        self._where: dict[str, tuple[BinaryIO, int]] = {}
         self.infos = {}
         self.metadata: dict[str, str] = {}
         for file in files:
-            with open(file, "rb") as handle:
-                try:
-                    mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-                except ValueError:
-                    raise ModelportError(f"{file}: empty file, not safetensors")
-            self._maps.append(mapped)
-            entries, metadata = parse_header(file, mapped)
+            handle = open(file, "rb")
+            self._handles.append(handle)
+            entries, metadata = parse_header(file, handle)
             self.metadata.update(metadata)
             for name, (info, offset) in entries.items():
                 if name in self.infos:
                     raise ModelportError(f"{file}: tensor {name} appears in more than one shard")
                 self.infos[name] = info
-                self._where[name] = (mapped, offset)
+                self._where[name] = (handle, offset)
 
     def read(self, name: str) -> np.ndarray:
-        info = self.infos[name]
-        mapped, offset = self._where[name]
-        return np.frombuffer(mapped, dtype=info.dtype, count=info.numel, offset=offset).reshape(info.shape)
+        handle, offset = self._where[name]
+        return map_array(handle.fileno(), offset, self.infos[name])
 
     def files(self) -> list[Path]:
         return list(self._files)
 
     def close(self) -> None:
-        self._where.clear()
-        # Arrays handed out may still point into the maps; they are released when those arrays go.
-        self._maps.clear()
+        for handle in self._handles:  # arrays handed out keep their own mappings
+            handle.close()
+        self._handles.clear()
 
 
 class SafetensorsWriter(Writer):

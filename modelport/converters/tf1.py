@@ -16,11 +16,12 @@ import os
 import re
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import google_crc32c
 import numpy as np
 
-from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer
+from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer, map_array
 from modelport.errors import ModelportError
 
 # TensorFlow's DataType enum values for the dtypes modelport handles.
@@ -307,7 +308,7 @@ class TF1Reader(Reader):
         self.infos: dict[str, TensorInfo] = {}
         self.extras: list[str] = []
         self._locations: dict[str, tuple[Path, int, int, int]] = {}  # name -> data file, offset, size, crc
-        self._maps: dict[Path, np.memmap] = {}
+        self._handles: dict[Path, BinaryIO] = {}
         try:
             table = self.index_path.read_bytes()
         except OSError as exc:
@@ -388,23 +389,21 @@ class TF1Reader(Reader):
             raise ModelportError(f"{self.index_path}: no tensor named {name}")
         info = self.infos[name]
         data_path, offset, size, crc = self._locations[name]
-        if size == 0:  # nothing to map (the data file may even be empty)
-            empty = np.zeros(info.shape, info.dtype)
-            empty.flags.writeable = False
-            return empty
-        if data_path not in self._maps:
-            self._maps[data_path] = np.memmap(data_path, dtype=np.uint8, mode="r")
-        array = np.frombuffer(self._maps[data_path], info.dtype.newbyteorder("<"), info.numel, offset)
+        if data_path not in self._handles:
+            self._handles[data_path] = open(data_path, "rb")
+        array = map_array(self._handles[data_path].fileno(), offset, info)
         if _masked_crc(array) != crc:
             raise ModelportError(f"{data_path}: checksum mismatch for tensor {name} (file corrupt)")
-        return array.reshape(info.shape)
+        return array
 
     def files(self) -> list[Path]:
         return [self.index_path, *sorted({location[0] for location in self._locations.values()})]
 
     def close(self) -> None:
-        """Drop the maps; arrays already handed out keep theirs alive."""
-        self._maps.clear()
+        """Close the data files; arrays already handed out keep their own mappings."""
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
 
 
 # --- writer ---------------------------------------------------------------------------------------
