@@ -3,9 +3,10 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from modelport import api
-from modelport.api import convert, inspect, verify
+from modelport.api import convert, extend, inspect, prune_vocab, verify
 from modelport.errors import ModelportError
 from modelport.mappings import MAPPINGS
+from modelport.push import push
 
 try:
     __version__ = version("modelport")
@@ -17,4 +18,4 @@ def architectures() -> list[str]:
     return list(MAPPINGS)
 
 
-__all__ = ["ModelportError", "api", "architectures", "convert", "inspect", "verify", "__version__"]
+__all__ = ["ModelportError", "api", "architectures", "convert", "extend", "inspect", "prune_vocab", "push", "verify", "__version__"]

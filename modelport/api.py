@@ -16,10 +16,15 @@ import numpy as np
 
 from modelport.converters import engine
 from modelport.converters.base import dtype_name, parse_size
+from modelport.converters.configs import write_config
 from modelport.converters.formats import detect_format, open_reader, writer_class
-from modelport.converters.tokenizers import carry_tokenizer
+from modelport.converters.positions import DEFAULT_ALPHA
+from modelport.converters.pruning import Pruning, count_corpus, read_ids
+from modelport.converters.tokenizers import carry_tokenizer, open_vocabulary
 from modelport.errors import ModelportError
 from modelport.mappings import MAPPINGS, get_mapping
+from modelport.mappings.base import CANONICAL, RANK
+from modelport.record import SourceDigests, conversion_record, record_verification, write_record
 
 DEFAULT_SHARD_SIZE = "5GB"
 
@@ -55,18 +60,33 @@ class ConversionReport:
         return line
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_directory(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary folder beside OUT, renamed to OUT only when everything in it is written."""
+    """A temporary folder beside OUT, renamed to OUT only when everything in it is written. Leftovers of
+    killed runs (their process gone) are removed first; a failed write keeps nothing."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise ModelportError(f"{out}: already exists (pass --overwrite to replace it)")
     if not out.parent.is_dir():
         raise ModelportError(f"{out.parent}: no such folder for the output")
+    for leftover in out.parent.glob(f".{out.name}.modelport-*-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
     staging = out.parent / f".{out.name}.modelport-partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     try:
+        staging.mkdir()
         yield staging
         if out.exists():
             retired = out.parent / f".{out.name}.modelport-old-{os.getpid()}"
@@ -75,6 +95,9 @@ def atomic_directory(out: Path, overwrite: bool) -> Iterator[Path]:
             shutil.rmtree(retired) if retired.is_dir() else retired.unlink()
         else:
             staging.rename(out)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelportError(f"{out}: cannot write ({error.strerror or error}); nothing was kept") from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -105,8 +128,15 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
             config: str | Path | dict | None = None, dtype: str | None = None,
             max_shard_size: str | int = DEFAULT_SHARD_SIZE, overwrite: bool = False, allow_unmapped: bool = False,
             tokenizer: str | Path | None = None, lowercase: bool | None = None,
-            progress: bool = False) -> ConversionReport:
-    """Convert the checkpoint at SRC into a new folder OUT in the format `to`."""
+            positions: int | None = None, method: str = "hierarchical", alpha: float = DEFAULT_ALPHA,
+            ranks: int | None = None, prune: Pruning | None = None, part: str | None = None,
+            with_parts: dict[str, str | Path] | None = None, progress: bool = False) -> ConversionReport:
+    """Convert the checkpoint at SRC into a new folder OUT in the format `to`; with `positions`, its learned
+    position table is extended to that many positions by `method` (see converters/positions.py). `ranks` is
+    the model-parallel size of a partitioned output (--to megatron; default: the source's, else the
+    release's). `prune` keeps only some token ids (see prune_vocab). For a checkpoint holding several
+    networks (ELECTRA), `part` picks the one to convert (default: the one SRC holds alone, else the main one)
+    and `with_parts` ({part: path}) adds others, written into the same checkpoint."""
     started = time.perf_counter()
     mapping = get_mapping(arch)
     if to not in mapping.formats:
@@ -114,62 +144,182 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
     if not out:
         raise ModelportError("no output folder given (-o OUT)")
     target_format, target_scheme = mapping.formats[to]
+    if ranks is not None and ranks < 1:
+        raise ModelportError(f"--ranks {ranks}: a model needs at least 1 rank")
+    if ranks is not None and not any(RANK in pattern.variables for row in mapping.rows
+                                     for pattern in row.names.get(target_scheme, ())):
+        raise ModelportError(f"--ranks: --to {to} is not a model-parallel layout")
     shard_bytes = parse_size(max_shard_size) if isinstance(max_shard_size, str) else max_shard_size
     out = Path(out)
     if out.exists() and not overwrite:
         raise ModelportError(f"{out}: already exists (pass --overwrite to replace it)")
     override = load_override(config)
-    with open_reader(Path(src)) as reader:
+    with open_reader(Path(src)) as reader, contextlib.ExitStack() as stack:
+        mapping = engine.select_part(mapping, reader, part)
         plan = engine.plan_source(mapping, reader)
-        if plan.unknown and not allow_unmapped:
-            raise ModelportError(f"{reader.path}: {len(plan.unknown)} tensors the {mapping.arch} mapping does not "
-                                 f"know: {', '.join(plan.unknown[:8])}{' ...' if len(plan.unknown) > 8 else ''} "
-                                 "(--allow-unmapped leaves them out)")
-        shipped, _ = engine.source_config(plan)
+        _refuse_unknown(plan, allow_unmapped)
+        shipped, shipped_path = engine.source_config(plan)
         hf = engine.resolve_config(plan, shipped, override)
         model_class = engine.check_complete(plan, hf)
         engine.check_ties(plan)
+        notes = []
+        assumed = [f"{name}={value}" for name, value in mapping.defaults.get(plan.scheme, {}).items()
+                   if name in mapping.required_config and name not in {**shipped, **override}]
+        if assumed:
+            notes.append(f"assumed {', '.join(assumed)} (the {mapping.arch} release's; --config FILE overrides)")
+        extension_record = None
+        if positions is not None:
+            hf, extension = engine.extend_positions(plan, hf, positions, method, alpha)
+            notes.append(extension)
+            extension_record = {"positions": positions, "method": method, "alpha": alpha, "description": extension}
+        if prune is not None:
+            hf, pruning = prune.apply(plan, hf)
+            notes.append(pruning)
         out_dtype = engine.output_dtype(plan, dtype)
-        context = {"config": hf}
+        context = {"config": hf, "ranks": ranks or plan.ranks or mapping.ranks}
         steps, specs = engine.target_layout(plan, target_scheme, model_class, out_dtype, context)
-        notes = [f"skipped {len(reader.extras)} entries that are not weights: {', '.join(reader.extras[:6])}"] \
+        others = _other_parts(stack, mapping, with_parts or {}, target_scheme, out_dtype, context, allow_unmapped)
+        jobs, specs = engine.combine([(plan, steps, specs, context), *others])
+        if target_scheme == "hf":
+            written = engine.hf_config(mapping, hf, model_class, out_dtype)
+        else:
+            written, warnings = mapping.merge_configs(target_scheme, {
+                mapping.variant: hf, **{other.mapping.variant: c["config"] for other, _, _, c in others}}) \
+                if others else mapping.config_from_hf(target_scheme, hf)
+            notes += warnings
+        notes += [f"left out the {variant}'s tensors (--part {variant} converts it)"
+                  for variant in dict.fromkeys(v for _, v in plan.elsewhere) if variant not in (with_parts or {})]
+        notes += [f"skipped {len(reader.extras)} entries that are not weights: {', '.join(reader.extras[:6])}"] \
             if reader.extras else []
-        with atomic_directory(out, overwrite) as staging:
+        sources = reader.files() + ([shipped_path] if shipped_path else []) + [
+            file for other, _, _, _ in others for file in other.reader.files()]
+        with atomic_directory(out, overwrite) as staging, SourceDigests(sources) as digests:
             writer_options = {"prefix": mapping.checkpoint_names[target_scheme]} if target_format == "tf1" else {}
             writer = writer_class(target_format)(staging, specs, shard_bytes, **writer_options)
             total = sum(info.nbytes for info in specs.values())
             with progress_bar(total, f"{mapping.arch} -> {to}", progress) as advance:
-                engine.stream(plan, steps, writer, target_scheme, out_dtype, context, advance)
+                for job_plan, job_steps, job_context in jobs:
+                    engine.stream(job_plan, job_steps, writer, target_scheme, out_dtype, job_context, advance)
             files = writer.close()
-            if target_scheme == "hf":
-                written = engine.hf_config(mapping, hf, model_class, out_dtype)
-            else:
-                written, warnings = mapping.config_from_hf(target_scheme, hf)
-                notes += warnings
             config_name = mapping.config_files[target_scheme]
-            (staging / config_name).write_text(json.dumps(written, indent=2, ensure_ascii=False) + "\n")
-            result = carry_tokenizer(mapping.tokenizer, engine.source_directory(reader),
-                                     Path(tokenizer) if tokenizer else None, staging, target_scheme, hf, lowercase)
+            write_config(staging / config_name, written)
+            result = prune.write_tokenizer(staging, target_scheme, hf) if prune else carry_tokenizer(
+                mapping.tokenizer, engine.source_directory(reader), Path(tokenizer) if tokenizer else None, staging,
+                target_scheme, hf, lowercase)
             notes += result.notes
             files += [config_name, *result.files]
+            files.append(write_record(staging, conversion_record(plan, model_class.name, target_format, target_scheme,
+                                                                 dtype_name(out_dtype), digests.result(),
+                                                                 extension_record)))
+    plans = [plan, *(other for other, _, _, _ in others)]
     return ConversionReport(out=out, model_class=model_class.name, files=files, tensors=len(specs),
-                            parameters=engine.parameter_count(plan), bytes=total,
-                            seconds=time.perf_counter() - started, training_state=plan.training_state,
-                            unmapped=plan.unknown, notes=notes)
+                            parameters=sum(engine.parameter_count(p) for p in plans), bytes=total,
+                            seconds=time.perf_counter() - started,
+                            training_state=[n for p in plans for n in p.training_state],
+                            unmapped=[n for p in plans for n in p.unknown], notes=notes)
 
 
-def _plan_any(reader, arch: str | None) -> engine.Plan:
-    """The plan for a given architecture, or for the one that explains most of the checkpoint."""
+def _refuse_unknown(plan: engine.Plan, allow_unmapped: bool) -> None:
+    if plan.unknown and not allow_unmapped:
+        raise ModelportError(f"{plan.reader.path}: {len(plan.unknown)} tensors the {plan.mapping.arch} mapping does "
+                             f"not know: {', '.join(plan.unknown[:8])}{' ...' if len(plan.unknown) > 8 else ''} "
+                             "(--allow-unmapped leaves them out)")
+
+
+def _other_parts(stack: contextlib.ExitStack, mapping, with_parts: dict[str, str | Path], scheme: str,
+                 dtype: np.dtype, context: dict, allow_unmapped: bool) -> list[tuple]:
+    """The networks given beside SRC (--with generator=DIR), each planned as (plan, steps, specs, context)
+    to be written into the same checkpoint."""
+    if with_parts and (not mapping.merge_configs or scheme == CANONICAL):
+        raise ModelportError(f"--with: {mapping.arch} has no parts that one checkpoint holds together"
+                             if not mapping.merge_configs else
+                             "--with: one transformers folder holds one network; --to tf writes parts together")
+    others = []
+    for variant, path in with_parts.items():
+        if variant == mapping.variant:
+            raise ModelportError(f"--with {variant}: SRC is the {variant} already")
+        reader = stack.enter_context(open_reader(Path(path)))
+        plan = engine.plan_source(engine.select_part(mapping, reader, variant), reader)
+        _refuse_unknown(plan, allow_unmapped)
+        shipped, _ = engine.source_config(plan)
+        config = engine.resolve_config(plan, shipped, {})
+        model_class = engine.check_complete(plan, config)
+        engine.check_ties(plan)
+        part_context = {**context, "config": config}
+        others.append((plan, *engine.target_layout(plan, scheme, model_class, dtype, part_context), part_context))
+    return others
+
+
+def _plan_any(reader, arch: str | None, part: str | None = None) -> engine.Plan:
+    """The plan for a given architecture, or for the one that explains most of the checkpoint; for a
+    checkpoint holding several networks, of `part` (see engine.select_part)."""
     if arch:
-        return engine.plan_source(get_mapping(arch), reader)
-    ranked = sorted(MAPPINGS.values(), key=lambda m: m.detect_scheme(reader.names())[1], reverse=True)
-    return engine.plan_source(ranked[0], reader)
+        return engine.plan_source(engine.select_part(get_mapping(arch), reader, part), reader)
+    declared = _declared_model_type(reader)
+    ranked = sorted(MAPPINGS.values(), key=lambda m: (m.detect_scheme(reader.names())[1], m.model_type == declared),
+                    reverse=True)
+    return engine.plan_source(engine.select_part(ranked[0], reader, part), reader)
 
 
-def inspect(src: str | Path, arch: str | None = None) -> dict:
-    """What SRC holds: format, architecture and layout, and what a conversion does with every tensor."""
+def _declared_model_type(reader) -> str | None:
+    """The model_type of an HF config.json beside the checkpoint: it tells apart architectures that share their
+    tensor names (t5 and mt5)."""
+    path = engine.source_directory(reader) / "config.json"
+    try:
+        declared = json.loads(path.read_text(encoding="utf-8")).get("model_type") if path.is_file() else None
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    return declared if isinstance(declared, str) else None
+
+
+def _same_format(plan: engine.Plan) -> str:
+    """The `to` value that writes what the source is: its file format and naming scheme, else its file format."""
+    formats = plan.mapping.formats
+    exact = [to for to, written in formats.items() if written == (plan.reader.format, plan.scheme)]
+    loose = [to for to, (file_format, _) in formats.items() if file_format == plan.reader.format]
+    if not exact + loose:
+        raise ModelportError(f"{plan.reader.path}: modelport writes {plan.mapping.arch} only as "
+                             f"{', '.join(formats)}, not {plan.reader.format}: pass --to")
+    return (exact + loose)[0]
+
+
+def extend(src: str | Path, positions: int, method: str = "hierarchical", alpha: float = DEFAULT_ALPHA,
+           to: str | None = None, out: str | Path = "", *, arch: str | None = None, **options) -> ConversionReport:
+    """A copy of SRC whose learned position table has `positions` positions, in SRC's own format unless `to`
+    says otherwise. The architecture is detected unless given; `options` are convert's (overwrite, dtype, ...)."""
     with open_reader(Path(src)) as reader:
         plan = _plan_any(reader, arch)
+        target = to or _same_format(plan)
+    return convert(plan.mapping.arch, src, target, out, positions=positions, method=method, alpha=alpha, **options)
+
+
+def prune_vocab(src: str | Path, keep: str | Path | None = None, corpus: str | Path | None = None, min_count: int = 1,
+                out: str | Path = "", *, arch: str | None = None, to: str | None = None,
+                tokenizer: str | Path | None = None, lowercase: bool | None = None,
+                config: str | Path | dict | None = None, **options) -> ConversionReport:
+    """A copy of SRC that keeps only some token ids: those KEEP lists (a file of ids), or those its tokenizer
+    produces at least `min_count` times on CORPUS (a text file), always with the special tokens and sentinels.
+    Embedding rows, LM head rows and biases and the tokenizer are pruned alike and the kept ids renumbered in
+    order; in SRC's own format unless `to` says otherwise. `options` are convert's (overwrite, dtype, ...)."""
+    if (keep is None) == (corpus is None):
+        raise ModelportError("prune-vocab needs either --keep IDS_FILE or --corpus TEXT_FILE")
+    with open_reader(Path(src)) as reader:
+        plan = _plan_any(reader, arch)
+        target = to or _same_format(plan)
+        shipped, _ = engine.source_config(plan)
+        hf = engine.resolve_config(plan, shipped, load_override(config))
+        vocabulary = open_vocabulary(plan.mapping.tokenizer, engine.source_directory(reader),
+                                     Path(tokenizer) if tokenizer else None, hf, lowercase)
+    ids = read_ids(Path(keep)) if keep is not None else count_corpus(vocabulary, Path(corpus), min_count)
+    return convert(plan.mapping.arch, src, target, out, config=config, tokenizer=tokenizer, lowercase=lowercase,
+                   prune=Pruning.choose(vocabulary, ids, hf), **options)
+
+
+def inspect(src: str | Path, arch: str | None = None, part: str | None = None) -> dict:
+    """What SRC holds: format, architecture, layout and parts (the networks of a checkpoint holding
+    several), and what a conversion (of `part`) does with every tensor."""
+    with open_reader(Path(src)) as reader:
+        plan = _plan_any(reader, arch, part)
         dtypes: dict[str, int] = {}
         tensors = []
         for name in reader.names():
@@ -178,6 +328,7 @@ def inspect(src: str | Path, arch: str | None = None) -> dict:
             tensors.append({"name": name, "shape": list(info.shape), "dtype": dtype_name(info.dtype),
                             "action": plan.action(name)})
         return {"path": str(reader.path), "format": reader.format, "arch": plan.mapping.arch, "layout": plan.scheme,
+                "parts": plan.mapping.held_variants(reader.names()), "part": plan.mapping.variant,
                 "parameters": engine.parameter_count(plan), "dtypes": dtypes,
                 "training_state": len(plan.training_state), "unknown": plan.unknown,
                 "not_weights": list(reader.extras), "tensors": tensors}
@@ -200,11 +351,12 @@ def _difference(a: np.ndarray, b: np.ndarray) -> tuple[str, float]:
 
 
 def verify(src: str | Path, out: str | Path, arch: str | None = None, forward: bool = True,
-           tolerance: float = 0.0) -> VerifyReport:
-    """Compare every tensor of two checkpoints through the mapping, then their forward outputs."""
+           tolerance: float = 0.0, part: str | None = None) -> VerifyReport:
+    """Compare every tensor of two checkpoints through the mapping, then their forward outputs. The results
+    are added to OUT's conversion record (modelport.json) when it has one, for its model card."""
     with open_reader(Path(src)) as first, open_reader(Path(out)) as second:
-        plan_a = _plan_any(first, arch)
-        plan_b = engine.plan_source(plan_a.mapping, second)
+        plan_a = _plan_any(first, arch, part)
+        plan_b = engine.plan_source(engine.select_part(plan_a.mapping, second, plan_a.mapping.variant or None), second)
         configs = []
         for plan in (plan_a, plan_b):
             shipped, _ = engine.source_config(plan)
@@ -231,4 +383,5 @@ def verify(src: str | Path, out: str | Path, arch: str | None = None, forward: b
                     passed = diff <= max(tolerance, 1e-5)
                     outputs.append({"output": key, "result": result, "ok": passed})
                     ok &= passed
+        record_verification(Path(out), Path(src), rows, outputs, ok, tolerance)
         return VerifyReport(rows=rows, forward=outputs, ok=ok)

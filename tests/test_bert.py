@@ -58,7 +58,8 @@ def test_transformers_to_google_tf1_matches(tmp_path, hidden_act, google_act):
     out = tmp_path / "tf"
     report = modelport.convert("bert", source, "tf", out)
     assert sorted(p.name for p in out.iterdir()) == [
-        "bert_config.json", "bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt.index", "checkpoint", "vocab.txt"]
+        "bert_config.json", "bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt.index", "checkpoint",
+        "modelport.json", "vocab.txt"]
     bert_config = json.loads((out / "bert_config.json").read_text())
     assert bert_config["hidden_act"] == google_act
     assert any("gelu_exact" in n for n in report.notes) == (hidden_act == "gelu")

@@ -12,9 +12,11 @@ from typing import Callable, Iterator
 import numpy as np
 
 from modelport.converters.base import DTYPES, Reader, TensorInfo, Writer, dtype_name, is_floating
+from modelport.converters.configs import read_config
+from modelport.converters.positions import check_extension, describe as describe_extension, extend_table
 from modelport.errors import ModelportError
 from modelport.mappings import MAPPINGS
-from modelport.mappings.base import CANONICAL, RANK, Mapping, Match, ModelClass, Row, evaluate
+from modelport.mappings.base import CANONICAL, RANK, Mapping, Match, ModelClass, RankMismatch, Row, evaluate
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Planned:
     values: dict[str, int]
     sources: list[str]
     info: TensorInfo  # canonical shape, source dtype
+    rewrite: Callable[[np.ndarray], np.ndarray] | None = None  # a canonical-stage transform (position extension)
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Plan:
     training_state: list[str] = field(default_factory=list)
     aliases: list[tuple[str, str, str]] = field(default_factory=list)  # (source name, kind, canonical target)
     unknown: list[str] = field(default_factory=list)
+    elsewhere: list[tuple[str, str]] = field(default_factory=list)  # (source name, the other variant it belongs to)
+    ranks: int = 0  # model-parallel ranks of a partitioned source (0: not partitioned)
 
     @property
     def parts(self) -> set[str]:
@@ -50,6 +55,9 @@ class Plan:
         for source, kind, target in self.aliases:
             if source == name:
                 return f"{kind} ({target})" if target else kind
+        for source, variant in self.elsewhere:
+            if source == name:
+                return f"skipped ({variant}: --part {variant})"
         return "skipped (training state)" if name in self.training_state else "UNKNOWN"
 
 
@@ -81,9 +89,12 @@ def plan_source(mapping: Mapping, reader: Reader, schemes: list[str] | None = No
             plan.training_state.append(name)
         elif (alias := mapping.alias_of(scheme, name)) is not None:
             plan.aliases.append((name, *alias))
+        elif (variant := mapping.variant_of(scheme, name)) is not None:
+            plan.elsewhere.append((name, variant))
         else:
             plan.unknown.append(name)
     ranks = 1 + max((i for m, found in parts.values() if m.partitioned for i in found), default=0)
+    plan.ranks = ranks if any(m.partitioned for m, _ in parts.values()) else 0
     for canonical, (match, found) in parts.items():
         patterns = match.row.names[scheme]
         expected = range(ranks) if match.partitioned else range(len(patterns))
@@ -98,7 +109,21 @@ def plan_source(mapping: Mapping, reader: Reader, schemes: list[str] | None = No
             shapes = op.apply_shape(shapes, {})
         plan.tensors[canonical] = Planned(canonical, match.row, match.values, sources,
                                           TensorInfo(tuple(shapes[0]), reader.infos[sources[0]].dtype))
+    _drop_saved_ties(plan)
     return plan
+
+
+def _drop_saved_ties(plan: Plan) -> None:
+    """An HF checkpoint may save a tie twice (PyTorch pickles hold lm_head.weight beside the embedding it is):
+    a copy equal to the tensor it may be tied to is a tied alias, not a tensor of its own."""
+    if plan.scheme != CANONICAL:
+        return
+    for name, target in plan.mapping.optional_ties.items():
+        copy, original = plan.tensors.get(name), plan.tensors.get(target)
+        if copy and original and copy.info == original.info and np.array_equal(
+                plan.reader.read(copy.sources[0]), plan.reader.read(original.sources[0])):
+            del plan.tensors[name]
+            plan.aliases.append((copy.sources[0], "tied", target))
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -118,18 +143,24 @@ def source_directory(reader: Reader) -> Path:
 
 
 def source_config(plan: Plan) -> tuple[dict, Path | None]:
-    """The config shipped beside the checkpoint, translated to HF fields (empty when there is none)."""
+    """The config shipped beside the checkpoint, translated to HF fields (empty when there is none). The
+    name may be a glob: albert_zh releases call it albert_config_<size>.json."""
     name = plan.mapping.config_files.get(plan.scheme)
-    path = source_directory(plan.reader) / name if name else None
-    if path is None or not path.is_file():
+    found = sorted(p for p in source_directory(plan.reader).glob(name) if p.is_file()) if name else []
+    if len(found) > 1:
+        raise ModelportError(f"{source_directory(plan.reader)}: several config files "
+                             f"({', '.join(p.name for p in found)}): keep the one of this checkpoint")
+    if not found:
         return {}, None
-    return plan.mapping.config_to_hf(plan.scheme, read_json(path, "config")), path
+    return plan.mapping.config_to_hf(plan.scheme, read_config(found[0])), found[0]
 
 
 def resolve_config(plan: Plan, shipped: dict, override: dict) -> dict:
-    """Config = override > shipped config > tensor shapes; then every shape is checked against it."""
+    """Config = override > shipped config > what the scheme's code hard-codes > tensor shapes > what the
+    mapping computes from those (heads from the hidden size); then every shape is checked against it, and the
+    tensors the scheme leaves implicit join the plan."""
     mapping = plan.mapping
-    config = {**shipped, **override}
+    config = {**mapping.defaults.get(plan.scheme, {}), **shipped, **override}
     for variable, config_field in mapping.counts.items():
         indices = [p.values[variable] for p in plan.tensors.values() if variable in p.values]
         if indices and config_field not in config:
@@ -138,6 +169,11 @@ def resolve_config(plan: Plan, shipped: dict, override: dict) -> dict:
         for expression, size in zip(planned.row.shape or (), planned.info.shape):
             if isinstance(expression, str) and expression.isidentifier() and expression not in config:
                 config[expression] = size
+    _solve_products(plan, config)
+    if mapping.structure_config:
+        config.update(mapping.structure_config(plan.parts, config))
+    for key, value in (mapping.computed_defaults(config) if mapping.computed_defaults else {}).items():
+        config.setdefault(key, value)
     missing = [f for f in mapping.required_config if f not in config]
     if missing:
         example = json.dumps({f: "N" for f in missing}).replace('"N"', "N")
@@ -156,7 +192,37 @@ def resolve_config(plan: Plan, shipped: dict, override: dict) -> dict:
             source = ", ".join(planned.sources)
             raise ModelportError(f"tensor {source} has shape {list(planned.info.shape)} but the config implies "
                                  f"{list(expected)} ({', '.join(map(str, planned.row.shape))})")
+    _plan_constants(plan, config)
     return config
+
+
+def _plan_constants(plan: Plan, config: dict) -> None:
+    """Tensors the scheme does not store (a row naming no pattern there), made from the config by the row's
+    ops: albert_zh's identity embedding projection."""
+    for row in plan.mapping.rows:
+        if row.names.get(plan.scheme) != () or row.part not in plan.parts:
+            continue
+        for values in _index_space(set(row.hf.variables), plan.mapping.counts, config):
+            shapes: list[tuple] = []
+            for op in row.to_canonical(plan.scheme):
+                shapes = op.apply_shape(shapes, {"config": config})
+            canonical = row.hf.format(values)
+            plan.tensors.setdefault(canonical, Planned(canonical, row, values, [],
+                                                       TensorInfo(tuple(shapes[0]), DTYPES["float32"])))
+
+
+def _solve_products(plan: Plan, config: dict) -> None:
+    """A shape entry `a*b` with one unknown factor tells it: the size over the known factors (T5's attention
+    width num_heads*d_kv gives d_kv once num_heads is known)."""
+    for planned in plan.tensors.values():
+        for expression, size in zip(planned.row.shape or (), planned.info.shape):
+            factors = expression.split("*") if isinstance(expression, str) else []
+            unknown = [f for f in factors if f.isidentifier() and f not in config]
+            known = [evaluate(f, config) for f in factors if f not in unknown]
+            if len(factors) > 1 and len(unknown) == 1 and None not in known:
+                divisor = int(np.prod(known))
+                if divisor and size % divisor == 0:
+                    config[unknown[0]] = size // divisor
 
 
 def check_complete(plan: Plan, config: dict) -> ModelClass:
@@ -194,9 +260,34 @@ def _index_space(variables: set[str], counts: dict[str, str], config: dict) -> I
 def build(plan: Plan, planned: Planned, context: dict) -> np.ndarray:
     """One canonical tensor, made from its source parts."""
     parts = [plan.reader.read(s) for s in planned.sources]
-    for op in planned.row.to_canonical(plan.scheme):
-        parts = op.apply(parts, context)
-    return parts[0]
+    try:
+        for op in planned.row.to_canonical(plan.scheme):
+            parts = op.apply(parts, context)
+    except RankMismatch as mismatch:
+        raise ModelportError(f"{plan.reader.path}: {planned.sources[mismatch.rank]} differs from {planned.sources[0]}, "
+                             "which every model-parallel rank must hold identically (rank files from different "
+                             "checkpoints?)") from None
+    return planned.rewrite(parts[0]) if planned.rewrite else parts[0]
+
+
+def extend_positions(plan: Plan, config: dict, positions: int, method: str, alpha: float) -> tuple[dict, str]:
+    """Plan the mapping's learned position table at `positions` rows (plus its reserved ones): the writer is
+    announced the new shape and `build` computes the rows. Returns the config stating the new length and a
+    note saying what changed."""
+    table = plan.mapping.positions
+    if table is None:
+        raise ModelportError(f"{plan.reader.path}: {plan.mapping.arch} has no learned absolute position table "
+                             "to extend")
+    planned = plan.tensors.get(table.tensor)
+    if planned is None:
+        raise ModelportError(f"{plan.reader.path}: holds no position table ({table.tensor}) to extend")
+    rows, *rest = planned.info.shape
+    trained = rows - table.reserved
+    check_extension(trained, positions, method, alpha)
+    planned.info = TensorInfo((table.reserved + positions, *rest), planned.info.dtype)
+    planned.rewrite = lambda array: extend_table(array, positions, method, alpha, table.reserved)
+    extended = {**config, table.config_field: table.reserved + positions}
+    return extended, describe_extension(trained, positions, method, alpha)
 
 
 def check_ties(plan: Plan) -> None:
@@ -238,6 +329,9 @@ class Step:
 def target_layout(plan: Plan, scheme: str, model_class: ModelClass, dtype: np.dtype,
                   context: dict) -> tuple[list[Step], dict[str, TensorInfo]]:
     """Names, shapes and dtypes of every tensor the writer will get, in writing order."""
+    for row in plan.mapping.rows:
+        if scheme in row.names:
+            row.from_canonical(scheme)  # a layout that cannot be written (a one-way op) refuses here, first
     steps, specs = [], {}
     strip = plan.mapping.base_prefix if scheme == CANONICAL and model_class.bare else ""
     for planned in plan.tensors.values():
@@ -253,9 +347,51 @@ def target_layout(plan: Plan, scheme: str, model_class: ModelClass, dtype: np.dt
             shapes = op.apply_shape(shapes, context)
         kept = dtype if is_floating(planned.info.dtype) else planned.info.dtype
         for target, shape in zip(targets, shapes, strict=True):
+            if target in specs:
+                raise ModelportError(f"{planned.canonical} and another tensor are both {target} in the {scheme} layout")
             specs[target] = TensorInfo(tuple(shape), kept)
         steps.append(Step(planned, targets))
     return steps, specs
+
+
+def select_part(mapping: Mapping, reader: Reader, part: str | None) -> Mapping:
+    """The variant of a several-network mapping to convert: the part asked for, else the one the checkpoint
+    holds alone, else the default (the registered mapping). A part the checkpoint lacks is an error."""
+    if not mapping.variants:
+        if part:
+            raise ModelportError(f"--part {part}: a {mapping.arch} checkpoint holds a single network")
+        return mapping
+    if part and part not in mapping.variants:
+        raise ModelportError(f"--part {part}: {mapping.arch} has the parts {', '.join(mapping.variants)}")
+    held = mapping.held_variants(reader.names())
+    if part and held and part not in held:
+        raise ModelportError(f"{reader.path}: holds no {mapping.arch} {part}, only the {' and '.join(held)}")
+    return mapping.variants[part or (held[0] if len(held) == 1 else mapping.variant)]
+
+
+def combine(parts: list[tuple[Plan, list[Step], dict[str, TensorInfo], dict]]
+            ) -> tuple[list[tuple[Plan, list[Step], dict]], dict[str, TensorInfo]]:
+    """Several networks written into one checkpoint, each as (plan, steps, specs, context): a tensor two of
+    them name alike (the embeddings ELECTRA's generator shares) must be equal in both and is written once.
+    Returns what each part still writes, and the specs of the whole checkpoint."""
+    specs: dict[str, TensorInfo] = {}
+    owners: dict[str, tuple[Plan, Step, dict]] = {}
+    jobs = []
+    for plan, steps, part_specs, context in parts:
+        kept = []
+        for step in steps:
+            owner = owners.get(step.targets[0])
+            if owner is None:
+                kept.append(step)
+                owners.update(dict.fromkeys(step.targets, (plan, step, context)))
+                specs.update({t: part_specs[t] for t in step.targets})
+                continue
+            other, other_step, other_context = owner
+            if not np.array_equal(build(plan, step.planned, context), build(other, other_step.planned, other_context)):
+                raise ModelportError(f"{plan.reader.path}: {step.planned.canonical} differs from the one in "
+                                     f"{other.reader.path}, but the checkpoint holds one {step.targets[0]} for both")
+        jobs.append((plan, kept, context))
+    return jobs, specs
 
 
 def stream(plan: Plan, steps: list[Step], writer: Writer, scheme: str, dtype: np.dtype, context: dict,

@@ -10,6 +10,7 @@ from modelport.errors import ModelportError
 
 # format -> (module, reader class, writer class, finder returning the files or None); detection order.
 FORMATS = {
+    "megatron": ("modelport.converters.megatron", "MegatronReader", "MegatronWriter", "find_megatron_files"),
     "safetensors": ("modelport.converters.safetensors", "SafetensorsReader", "SafetensorsWriter", "find_safetensors_files"),
     "pytorch": ("modelport.converters.pytorch", "PyTorchReader", "PyTorchWriter", "find_pytorch_files"),
     "tf1": ("modelport.converters.tf1", "TF1Reader", "TF1Writer", "find_tf1_prefix"),

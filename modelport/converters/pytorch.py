@@ -184,8 +184,12 @@ class PyTorchReader(Reader):
         self._tensors = {}
         self.infos: dict[str, TensorInfo] = {}
         self.extras: list[str] = []
+        self.scalars: dict[str, int | float | str] = {}  # top-level numbers and strings: `iteration`, `mp_world_size`
         for file in self._files:
-            tensors, extras = _state_dict(torch, _load(torch, file), file)
+            loaded = _load(torch, file)
+            tensors, extras = _state_dict(torch, loaded, file)
+            self.scalars.update({key: value for key, value in loaded.items()
+                                 if isinstance(key, str) and isinstance(value, (int, float, str))})
             for name, tensor in tensors.items():
                 if tensor.dtype not in dtype_names:
                     raise ModelportError(f"{file}: tensor {name} has unsupported dtype {tensor.dtype}")
@@ -304,9 +308,10 @@ class _ZipCheckpoint:
         storage = _StorageRef(storage_type, key, int(array.size))
         self.tensors[name] = _TensorRef(storage, shape, _contiguous_strides(shape))
 
-    def finish(self) -> None:
+    def finish(self, wrap=None) -> None:
+        """`wrap` builds the pickled object around the state dict (Megatron's {"module": ...}); default: itself."""
         pickled = io.BytesIO()
-        _StateDictPickler(pickled, self.rebuild_tensor).dump(self.tensors)
+        _StateDictPickler(pickled, self.rebuild_tensor).dump(wrap(self.tensors) if wrap else self.tensors)
         self._add_record("data.pkl", pickled.getvalue())
         self._add_record("version", b"3\n")
         self.zip.close()

@@ -33,11 +33,16 @@ def load_model(plan: engine.Plan, config: dict):
         array = engine.build(plan, planned, {"config": config})
         array = array.astype(np.float32) if is_floating(array.dtype) else array
         state[name[len(strip):] if strip and name.startswith(strip) else name] = torch.from_numpy(np.array(array))
+    ties = model.get_expanded_tied_weights_keys(all_submodels=True)
+    for target in ties:
+        if target in state:  # saved on its own (an untied head): its own parameter, not the one it may be tied to
+            module, _, name = target.rpartition(".")
+            setattr(model.get_submodule(module), name, torch.nn.Parameter(torch.empty_like(state[target])))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    untied = [m for m in missing if plan.mapping.alias_of("hf", m) is None]
+    untied = [m for m in missing if m not in ties and plan.mapping.alias_of("hf", m) is None]
     if untied or unexpected:
         raise RuntimeError(f"transformers' {model_class.name} does not match: missing {untied}, unexpected {unexpected}")
-    model.tie_weights()
+    model.tie_weights(missing_keys=set(missing))  # ties what the checkpoint leaves out, as from_pretrained does
     return model.float().eval()
 
 
@@ -49,6 +54,8 @@ def forward_outputs(plan: engine.Plan, config: dict) -> dict[str, np.ndarray] | 
         return None
     model = load_model(plan, config)
     inputs = {k: torch.from_numpy(v) for k, v in sample_inputs(config).items()}
+    if model.config.is_encoder_decoder:  # teacher forcing: the decoder reads the same ids
+        inputs["decoder_input_ids"] = inputs["input_ids"]
     with torch.no_grad():
         outputs = model(**inputs, output_hidden_states=True)
     result = {}

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelport.converters.sentencepiece_model import T5_SENTINELS, SentencePieceModel, t5_extra_ids
 from modelport.errors import ModelportError
 
 BERT_SPECIALS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
@@ -49,6 +50,25 @@ def infer_lowercase(vocab: list[str]) -> bool:
     return not any(ch.isupper() for token in vocab if not re.fullmatch(r"\[[^\]]*\]", token) for ch in token)
 
 
+def _stored_setting(found: Path, key: str):
+    """A setting of the tokenizer_config.json beside a tokenizer file, if there is one."""
+    settings = found.parent / "tokenizer_config.json"
+    if not settings.is_file():
+        return None
+    try:
+        return json.loads(settings.read_text(encoding="utf-8")).get(key)
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        raise ModelportError(f"{settings}: not a JSON object") from None
+
+
+def decide_lowercase(found: Path, vocab: list[str], lowercase: bool | None) -> bool:
+    """--lowercase/--no-lowercase, else the source's tokenizer_config.json, else what the vocabulary looks like."""
+    if lowercase is not None:
+        return lowercase
+    stored = _stored_setting(found, "do_lower_case")
+    return stored if isinstance(stored, bool) else infer_lowercase(vocab)
+
+
 def wordpiece(source_dir: Path, explicit: Path | None, out_dir: Path, scheme: str, config: dict,
               lowercase: bool | None) -> TokenizerResult:
     found = _find(explicit, source_dir, ["vocab.txt", "tokenizer.json"])
@@ -61,10 +81,7 @@ def wordpiece(source_dir: Path, explicit: Path | None, out_dir: Path, scheme: st
     if vocab_size is not None and len(vocab) > vocab_size:
         raise ModelportError(f"{found}: {len(vocab)} tokens, but the model has only {vocab_size} embedding rows")
     result = TokenizerResult()
-    if lowercase is None:
-        tokenizer_config = found.parent / "tokenizer_config.json"
-        stored = json.loads(tokenizer_config.read_text()).get("do_lower_case") if tokenizer_config.is_file() else None
-        lowercase = stored if isinstance(stored, bool) else infer_lowercase(vocab)
+    lowercase = decide_lowercase(found, vocab, lowercase)
     (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     result.files.append("vocab.txt")
     if scheme == "hf":
@@ -78,7 +95,232 @@ def wordpiece(source_dir: Path, explicit: Path | None, out_dir: Path, scheme: st
     return result
 
 
-KINDS = {"wordpiece": wordpiece}
+CPM_MODEL_NAMES = ["chinese_vocab.model", "spiece.model"]  # CPM-Generate's name, then transformers'
+CPM_TOKENIZER_CODE = "tokenization_cpm_jieba.py"
+CPM_SPECIALS = {"unk_token": "<unk>", "bos_token": "<eod>", "eos_token": "<eod>", "pad_token": "<pad>",
+                "sep_token": "<sep>", "mask_token": "<mask>"}
+
+
+def cpm_sentencepiece(source_dir: Path, explicit: Path | None, out_dir: Path, scheme: str, config: dict,
+                      lowercase: bool | None) -> TokenizerResult:
+    """CPM's sentencepiece model. For transformers it travels with tokenization_cpm_jieba.py (loaded with
+    trust_remote_code=True), which runs CPM's jieba and U+2582/U+2583 steps: transformers 5's CpmTokenizer
+    no longer does, and no built-in tokenizer can."""
+    found = _find(explicit, source_dir, CPM_MODEL_NAMES)
+    if found is None:
+        return TokenizerResult(notes=[f"no tokenizer: {source_dir} has no chinese_vocab.model (CPM-Generate keeps it "
+                                      "in bpe_3w_new/): the output has weights and config only; pass --tokenizer "
+                                      "PATH to add it"])
+    try:
+        import sentencepiece
+    except ImportError:
+        raise ModelportError("carrying CPM's tokenizer needs sentencepiece: pip install sentencepiece") from None
+    model = found.read_bytes()
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        processor.LoadFromSerializedProto(model)
+    except (RuntimeError, ValueError):
+        raise ModelportError(f"{found}: not a sentencepiece model") from None
+    pieces, vocab_size = processor.get_piece_size(), config.get("vocab_size")
+    if vocab_size is not None and pieces > vocab_size:
+        raise ModelportError(f"{found}: {pieces} pieces, but the model has only {vocab_size} embedding rows")
+    specials = {key: piece for key, piece in CPM_SPECIALS.items()
+                if processor.id_to_piece(processor.piece_to_id(piece)) == piece}
+    result = TokenizerResult()
+    for key in ("bos_token", "eos_token"):
+        piece, stated = CPM_SPECIALS[key], config.get(f"{key}_id")
+        if stated is not None and (key not in specials or stated != processor.piece_to_id(piece)):
+            where = f"at {processor.piece_to_id(piece)}" if key in specials else "nowhere"
+            result.notes.append(f"the config's {key}_id is {stated}, but {found.name} has {piece} {where}")
+    if scheme != "hf":
+        (out_dir / CPM_MODEL_NAMES[0]).write_bytes(model)
+        result.files.append(CPM_MODEL_NAMES[0])
+        return result
+    (out_dir / "spiece.model").write_bytes(model)
+    (out_dir / CPM_TOKENIZER_CODE).write_bytes((Path(__file__).parent / CPM_TOKENIZER_CODE).read_bytes())
+    settings = {"tokenizer_class": "CpmJiebaTokenizer",
+                "auto_map": {"AutoTokenizer": [f"{CPM_TOKENIZER_CODE[:-3]}.CpmJiebaTokenizer", None]},
+                "model_max_length": config.get("n_positions", 1024), "clean_up_tokenization_spaces": False, **specials}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n")
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
+    result.files += ["spiece.model", CPM_TOKENIZER_CODE, "tokenizer_config.json", "special_tokens_map.json"]
+    return result
+
+
+T5_MODEL_NAMES = ["spiece.model", "sentencepiece.model"]  # transformers' name, then Mesh TF vocabularies'
+T5_SPECIALS = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+T5_MAX_LENGTH = 512
+
+
+def _t5_extra_ids(found: Path, pieces: int, rows: int | None) -> int:
+    """How many sentinel ids follow the pieces: the source's tokenizer_config.json says, else the rows tell."""
+    stored = _stored_setting(found, "extra_ids")
+    extra = stored if isinstance(stored, int) and not isinstance(stored, bool) else t5_extra_ids(pieces, rows)
+    if rows is not None and pieces + extra > rows:
+        raise ModelportError(f"{found}: {pieces} pieces and {extra} sentinel ids, but the model has only {rows} "
+                             "embedding rows")
+    return extra
+
+
+def _write_t5_tokenizer(out_dir: Path, scheme: str, model: bytes, extra_ids: int) -> list[str]:
+    """transformers' T5Tokenizer files (the model, and extra_ids so that <extra_id_0> is the last id), or the
+    sentencepiece.model Mesh TF vocabularies hold."""
+    if scheme != "hf":
+        (out_dir / T5_MODEL_NAMES[1]).write_bytes(model)
+        return [T5_MODEL_NAMES[1]]
+    (out_dir / "spiece.model").write_bytes(model)
+    settings = {"tokenizer_class": "T5Tokenizer", "extra_ids": extra_ids, "model_max_length": T5_MAX_LENGTH,
+                **T5_SPECIALS}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(T5_SPECIALS, indent=2) + "\n")
+    return ["spiece.model", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def t5_sentencepiece(source_dir: Path, explicit: Path | None, out_dir: Path, scheme: str, config: dict,
+                     lowercase: bool | None) -> TokenizerResult:
+    """T5's and mT5's sentencepiece model. T5 appends 100 sentinel ids after its pieces (32000 + 100 of 32128
+    rows); mT5's model holds them (250100 pieces of 250112 rows): ids match the embedding rows either way."""
+    found = _find(explicit, source_dir, T5_MODEL_NAMES)
+    if found is None:
+        where = ("has only tokenizer.json (transformers 5 saves no spiece.model)" if (source_dir / "tokenizer.json")
+                 .is_file() else "has no spiece.model or sentencepiece.model (Mesh TF releases keep it in a "
+                 "vocabulary folder)")
+        return TokenizerResult(notes=[f"no tokenizer: {source_dir} {where}: the output has weights and config "
+                                      "only; pass --tokenizer PATH (the sentencepiece model) to add it"])
+    pieces, rows = len(SentencePieceModel(found)), config.get("vocab_size")
+    extra_ids = _t5_extra_ids(found, pieces, rows)
+    result = TokenizerResult(files=_write_t5_tokenizer(out_dir, scheme, found.read_bytes(), extra_ids))
+    if rows is not None and pieces + extra_ids < rows:
+        result.notes.append(f"the tokenizer has {pieces} pieces and {extra_ids} sentinel ids for {rows} embedding "
+                            "rows (padded rows)")
+    return result
+
+
+ALBERT_MODEL_NAMES = ["30k-clean.model", "spiece.model"]  # Google's English releases' name, then transformers'
+ALBERT_VOCAB_NAMES = ["vocab.txt", "vocab_chinese.txt", "tokenizer.json"]  # albert_zh's; Google's Chinese releases'
+ALBERT_SPECIALS = {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
+                   "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"}
+
+
+def albert_tokenizer(source_dir: Path, explicit: Path | None, out_dir: Path, scheme: str, config: dict,
+                     lowercase: bool | None) -> TokenizerResult:
+    """ALBERT: Google's English releases carry a sentencepiece model (30k-clean.model), which transformers'
+    AlbertTokenizer reads as spiece.model (lowercased, like Google's do_lower_case default); the Chinese
+    releases and albert_zh a WordPiece vocabulary, which travels as BERT's does."""
+    found = _find(explicit, source_dir, ALBERT_MODEL_NAMES + ALBERT_VOCAB_NAMES)
+    if found is None:
+        return TokenizerResult(notes=[f"no tokenizer: {source_dir} has no 30k-clean.model or vocab.txt: the output "
+                                      "has weights and config only; pass --tokenizer PATH to add it"])
+    if found.name == "tokenizer.json" and _tokenizer_json_type(found) != "WordPiece":
+        return TokenizerResult(notes=[f"no tokenizer: {found} is a sentencepiece tokenizer.json without its "
+                                      "spiece.model, which Google's code needs: pass --tokenizer PATH to add it"])
+    if found.suffix != ".model":
+        return wordpiece(source_dir, found, out_dir, scheme, config, lowercase)
+    pieces, rows = len(SentencePieceModel(found)), config.get("vocab_size")
+    if rows is not None and pieces > rows:
+        raise ModelportError(f"{found}: {pieces} pieces, but the model has only {rows} embedding rows")
+    if scheme != "hf":
+        (out_dir / ALBERT_MODEL_NAMES[0]).write_bytes(found.read_bytes())
+        return TokenizerResult(files=[ALBERT_MODEL_NAMES[0]])
+    if lowercase is None:
+        stored = _stored_setting(found, "do_lower_case")
+        lowercase = stored if isinstance(stored, bool) else True
+    (out_dir / "spiece.model").write_bytes(found.read_bytes())
+    settings = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": lowercase, "remove_space": True,
+                "keep_accents": False, "model_max_length": config.get("max_position_embeddings", 512),
+                **ALBERT_SPECIALS}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(ALBERT_SPECIALS, indent=2) + "\n")
+    result = TokenizerResult(files=["spiece.model", "tokenizer_config.json", "special_tokens_map.json"])
+    if rows is not None and pieces < rows:
+        result.notes.append(f"the tokenizer has {pieces} pieces for {rows} embedding rows (padded rows)")
+    return result
+
+
+def _tokenizer_json_type(path: Path) -> str:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["model"]["type"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelportError(f"{path}: not a tokenizer.json") from None
+
+
+class TokenVocabulary:
+    """A tokenizer as prune-vocab sees it: its ids, the ones it always keeps (special tokens, sentinels), how it
+    encodes text, and how it writes itself with only some ids."""
+
+    path: Path
+    size: int
+    specials: set[int]
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def write_pruned(self, keep: list[int], out_dir: Path, scheme: str, config: dict) -> TokenizerResult:
+        raise NotImplementedError
+
+
+class WordPieceVocabulary(TokenVocabulary):
+    def __init__(self, found: Path, config: dict, lowercase: bool | None):
+        self.path, self.tokens = found, _wordpiece_vocab(found)
+        self.lowercase = decide_lowercase(found, self.tokens, lowercase)
+        self.size = len(self.tokens)
+        self.specials = {i for i, token in enumerate(self.tokens) if token in BERT_SPECIALS.values()}
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        """BERT's tokenization (clean, split CJK characters and punctuation, lowercase and strip accents when
+        uncased, greedy longest-match WordPiece), as transformers' fast BERT tokenizer runs it."""
+        try:
+            from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+        except ImportError:
+            raise ModelportError("--corpus needs the tokenizers package: pip install 'modelport[hf]'") from None
+        vocab = {token: i for i, token in reversed(list(enumerate(self.tokens)))}
+        tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=BERT_SPECIALS["unk_token"]))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=self.lowercase)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        return [encoding.ids for encoding in tokenizer.encode_batch(lines, add_special_tokens=False)]
+
+    def write_pruned(self, keep: list[int], out_dir: Path, scheme: str, config: dict) -> TokenizerResult:
+        kept = out_dir / "vocab.txt"
+        kept.write_text("\n".join(self.tokens[i] for i in keep if i < self.size) + "\n", encoding="utf-8")
+        return wordpiece(out_dir, kept, out_dir, scheme, config, self.lowercase)
+
+
+class T5Vocabulary(TokenVocabulary):
+    def __init__(self, found: Path, config: dict, lowercase: bool | None):
+        self.path, self.model = found, SentencePieceModel(found)
+        self.pieces = len(self.model)
+        self.extra_ids = _t5_extra_ids(found, self.pieces, config.get("vocab_size"))
+        self.size = self.pieces + self.extra_ids
+        sentinels = set(range(max(0, self.size - T5_SENTINELS), self.size))
+        self.specials = self.model.special_ids() | sentinels
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        return self.model.encode(lines)
+
+    def write_pruned(self, keep: list[int], out_dir: Path, scheme: str, config: dict) -> TokenizerResult:
+        extra_ids = sum(1 for i in keep if self.pieces <= i < self.size)
+        model = self.model.pruned([i for i in keep if i < self.pieces])
+        return TokenizerResult(files=_write_t5_tokenizer(out_dir, scheme, model, extra_ids))
+
+
+VOCABULARIES = {"wordpiece": (["vocab.txt", "tokenizer.json"], WordPieceVocabulary),
+                "t5": (T5_MODEL_NAMES, T5Vocabulary)}
+
+
+def open_vocabulary(kind: str, source_dir: Path, explicit: Path | None, config: dict,
+                    lowercase: bool | None) -> TokenVocabulary:
+    if kind not in VOCABULARIES:
+        raise ModelportError(f"prune-vocab does not handle {kind or 'this architecture'}'s tokenizer "
+                             f"(it handles {', '.join(VOCABULARIES)})")
+    names, vocabulary = VOCABULARIES[kind]
+    found = _find(explicit, source_dir, names)
+    if found is None:
+        raise ModelportError(f"{source_dir}: no tokenizer ({' or '.join(names)}), which prune-vocab needs to keep "
+                             "token ids and weights in step: pass --tokenizer PATH")
+    return vocabulary(found, config, lowercase)
+
+
+KINDS = {"wordpiece": wordpiece, "cpm": cpm_sentencepiece, "t5": t5_sentencepiece, "albert": albert_tokenizer}
 
 
 def carry_tokenizer(kind: str, source_dir: Path, explicit: Path | None, out_dir: Path, scheme: str, config: dict,
@@ -86,3 +328,39 @@ def carry_tokenizer(kind: str, source_dir: Path, explicit: Path | None, out_dir:
     if not kind:
         return TokenizerResult()
     return KINDS[kind](source_dir, explicit, out_dir, scheme, config, lowercase)
+
+
+def wordpiece_files(scheme: str) -> list[tuple[str, ...]]:
+    """What transformers needs for a WordPiece tokenizer in the hf layout (a vocabulary and its settings; the
+    special tokens map is optional), and what Google's code needs otherwise (vocab.txt)."""
+    return [("vocab.txt", "tokenizer.json"), ("tokenizer_config.json",)] if scheme == "hf" else [("vocab.txt",)]
+
+
+def cpm_files(scheme: str) -> list[tuple[str, ...]]:
+    """transformers needs the sentencepiece model, the tokenizer class and its settings; CPM's code its model."""
+    if scheme == "hf":
+        return [("spiece.model",), (CPM_TOKENIZER_CODE,), ("tokenizer_config.json",)]
+    return [(CPM_MODEL_NAMES[0],)]
+
+
+def t5_files(scheme: str) -> list[tuple[str, ...]]:
+    """transformers needs the sentencepiece model and its settings (extra_ids); Mesh TF its vocabulary model."""
+    if scheme == "hf":
+        return [("spiece.model", "tokenizer.json"), ("tokenizer_config.json",)]
+    return [tuple(T5_MODEL_NAMES)]
+
+
+def albert_files(scheme: str) -> list[tuple[str, ...]]:
+    """transformers needs a sentencepiece model or a WordPiece vocabulary and its settings; Google's code the
+    model (English releases) or vocab.txt (Chinese ones, albert_zh)."""
+    if scheme == "hf":
+        return [("spiece.model", "vocab.txt", "tokenizer.json"), ("tokenizer_config.json",)]
+    return [(ALBERT_MODEL_NAMES[0], "vocab.txt")]
+
+
+REQUIRED_FILES = {"wordpiece": wordpiece_files, "cpm": cpm_files, "t5": t5_files, "albert": albert_files}
+
+
+def required_tokenizer_files(kind: str, scheme: str) -> list[tuple[str, ...]]:
+    """The files a folder in `scheme` needs for a tokenizer of `kind`: each entry is met by any one of its names."""
+    return REQUIRED_FILES[kind](scheme) if kind else []

@@ -12,8 +12,19 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from modelport.errors import ModelportError
+
 CANONICAL = "hf"
 RANK = "rank"  # the pattern variable of model-parallel partitions: one source tensor per rank, in rank order
+
+
+class RankMismatch(ModelportError):
+    """A rank's part disagrees with rank 0's where they must be equal; the engine names both tensors."""
+
+    def __init__(self, rank: int):
+        super().__init__(f"model-parallel rank {rank} differs from rank 0")
+        self.rank = rank
+
 
 # Training state written next to the weights: skipped and reported, never converted.
 OPTIMIZER_PATTERNS = [
@@ -62,11 +73,22 @@ class Op:
         raise NotImplementedError
 
 
+def transposed(array: np.ndarray, band: int = 64) -> np.ndarray:
+    """A contiguous copy of array.T, written in bands of rows: numpy's plain strided copy reads a large matrix
+    column by column, 3 to 6 times slower (a 2.6B-parameter model spends most of its conversion there)."""
+    if array.ndim != 2:
+        return np.ascontiguousarray(array.T)
+    out = np.empty(array.shape[::-1], array.dtype)
+    for start in range(0, array.shape[0], band):
+        out[:, start:start + band] = array[start:start + band].T
+    return out
+
+
 class Transpose(Op):
     """TF/Conv1D kernels are [in, out]; torch Linear weights are [out, in]."""
 
     def apply(self, parts, context):
-        return [np.ascontiguousarray(p.T) for p in parts]
+        return [transposed(p) for p in parts]
 
     def apply_shape(self, shapes, context):
         return [tuple(reversed(s)) for s in shapes]
@@ -79,6 +101,46 @@ class Transpose(Op):
 TRANSPOSE = Transpose()
 
 
+class OneWay(Op):
+    """A transform that has no reverse: writing the scheme it belongs to is refused with `reason`."""
+
+    reason = ""
+
+    @property
+    def reverse_op(self):
+        raise ModelportError(self.reason)
+
+
+class Product(OneWay):
+    """Two factors of one matrix (a factorized embedding W [rows, k] and its projection [k, width]) folded into
+    their product, computed in float64 and stored in the first factor's dtype."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def apply(self, parts, context):
+        first, second = parts
+        return [(first.astype(np.float64) @ second.astype(np.float64)).astype(first.dtype)]
+
+    def apply_shape(self, shapes, context):
+        (rows, _), (_, width) = shapes
+        return [(rows, width)]
+
+
+class Constant(OneWay):
+    """A tensor a scheme does not store because its network has none there (an identity projection, a zero
+    bias): made from no parts, as `fill(shape)` in float32 with the shape given by config expressions."""
+
+    def __init__(self, fill: Callable[[tuple[int, ...]], np.ndarray], *shape: str | int, reason: str):
+        self.fill, self.shape, self.reason = fill, shape, reason
+
+    def apply(self, parts, context):
+        return [self.fill(self.apply_shape([], context)[0]).astype(np.float32)]
+
+    def apply_shape(self, shapes, context):
+        return [tuple(evaluate(e, context["config"]) for e in self.shape)]
+
+
 class Row:
     """One canonical tensor: `Row(hf_name, shape=(config expressions), part=..., tf1=name, ops={...})`.
 
@@ -86,7 +148,9 @@ class Row:
     config be inferred from tensors and checked against them. `part` groups rows that exist together
     (embeddings and encoder, pooler, a head): a checkpoint holds whole parts or it is an error. `ops[scheme]`
     turns that scheme's tensor(s) into the canonical one. A scheme name may be a tuple of patterns when
-    several of its tensors make one canonical tensor.
+    several of its tensors make one canonical tensor, or an empty tuple when the scheme stores nothing
+    there (its ops then make the tensor from the config, see Constant). A scheme pattern lacking one of
+    the canonical pattern's variables holds index 0 of it only (one shared layer for all).
     """
 
     def __init__(self, hf: str, *, shape: Sequence[str | int] | None = None, part: str = "base",
@@ -110,19 +174,28 @@ class Row:
         return f"Row({self.hf.text})"
 
 
-def dense(hf: str, tf: str, n_in: str, n_out: str, part: str = "base", scheme: str = "tf1") -> list[Row]:
-    """A TF dense layer: `kernel` [in, out] is torch's `weight` [out, in] transposed, and its `bias`."""
+def _tf_names(tf: str | dict[str, str], scheme: str) -> dict[str, str]:
+    return dict(tf) if isinstance(tf, dict) else {scheme: tf}
+
+
+def dense(hf: str, tf: str | dict[str, str], n_in: str, n_out: str, part: str = "base",
+          scheme: str = "tf1") -> list[Row]:
+    """A TF dense layer: `kernel` [in, out] is torch's `weight` [out, in] transposed, and its `bias`. `tf` is
+    its name in `scheme`, or {scheme: name} for a layer that several schemes name."""
+    names = _tf_names(tf, scheme)
     return [
-        Row(f"{hf}.weight", shape=(n_out, n_in), part=part, ops={scheme: [TRANSPOSE]}, **{scheme: f"{tf}/kernel"}),
-        Row(f"{hf}.bias", shape=(n_out,), part=part, **{scheme: f"{tf}/bias"}),
+        Row(f"{hf}.weight", shape=(n_out, n_in), part=part, ops={s: [TRANSPOSE] for s in names},
+            **{s: f"{name}/kernel" for s, name in names.items()}),
+        Row(f"{hf}.bias", shape=(n_out,), part=part, **{s: f"{name}/bias" for s, name in names.items()}),
     ]
 
 
-def layer_norm(hf: str, tf: str, width: str, part: str = "base", scheme: str = "tf1") -> list[Row]:
-    """TF's LayerNorm `gamma`/`beta` are torch's `weight`/`bias`."""
+def layer_norm(hf: str, tf: str | dict[str, str], width: str, part: str = "base", scheme: str = "tf1") -> list[Row]:
+    """TF's LayerNorm `gamma`/`beta` are torch's `weight`/`bias` (`tf` as for dense)."""
+    names = _tf_names(tf, scheme)
     return [
-        Row(f"{hf}.weight", shape=(width,), part=part, **{scheme: f"{tf}/gamma"}),
-        Row(f"{hf}.bias", shape=(width,), part=part, **{scheme: f"{tf}/beta"}),
+        Row(f"{hf}.weight", shape=(width,), part=part, **{s: f"{name}/gamma" for s, name in names.items()}),
+        Row(f"{hf}.bias", shape=(width,), part=part, **{s: f"{name}/beta" for s, name in names.items()}),
     ]
 
 
@@ -133,10 +206,11 @@ class ModelClass:
     name: str
     parts: frozenset[str]
     bare: bool = False  # a base model: its HF names drop the base prefix
+    optional: frozenset[str] = frozenset()  # parts that exist only for some configs (a projection)
 
     @classmethod
-    def of(cls, name: str, *parts: str, bare: bool = False) -> "ModelClass":
-        return cls(name, frozenset(parts), bare)
+    def of(cls, name: str, *parts: str, bare: bool = False, optional: Sequence[str] = ()) -> "ModelClass":
+        return cls(name, frozenset(parts), bare, frozenset(optional))
 
 
 @dataclass(frozen=True)
@@ -183,6 +257,20 @@ class Mapping:
     constraints: tuple[str, ...] = ()  # config expressions that must hold, e.g. "hidden_size % heads == 0"
     tokenizer: str = ""  # tokenizer kind, see converters/tokenizers.py
     positions: PositionTable | None = None  # learned absolute positions, for `extend`
+    computed_defaults: Callable[[dict], dict] | None = None  # config so far -> fields computed from it (heads
+    # from the hidden size), filled in where missing
+    # Several networks in one checkpoint (ELECTRA's discriminator and generator): each is a Mapping over the
+    # same file, named by `variant`; `variants` (one dict shared by all of them) holds every one by name.
+    variant: str = ""
+    variants: dict[str, "Mapping"] = field(default_factory=dict)
+    merge_configs: Callable[[str, dict[str, dict]], tuple[dict, list[str]]] | None = None  # parts written together
+    defaults: dict[str, dict] = field(default_factory=dict)  # scheme -> HF config fields its code hard-codes
+    ranks: int = 1  # default --ranks of model-parallel outputs: the release's
+    structure_config: Callable[[set[str], dict], dict] | None = None  # (present parts, config) -> the HF fields
+    # those parts fix (e.g. a gated FFN, an untied head): the tensors decide them, whatever a config file says
+    optional_ties: dict[str, str] = field(default_factory=dict)  # canonical tensor -> the tensor it equals when
+    # the model ties them: an HF checkpoint saving the tie twice holds it equal (dropped), an untied one differs
+    vocab_tensors: dict[str, int] = field(default_factory=dict)  # canonical tensor -> its vocabulary axis
 
     def __post_init__(self):
         self._skip = [re.compile(p) for p in OPTIMIZER_PATTERNS + self.skip]
@@ -212,8 +300,25 @@ class Mapping:
                     if values is not None:
                         if RANK in values:
                             return Match(row, values, values.pop(RANK), partitioned=True)
-                        return Match(row, values, index)
+                        return Match(row, {**dict.fromkeys(row.hf.variables, 0), **values}, index)
         return None
+
+    def variant_of(self, scheme: str, name: str) -> str | None:
+        """The other variant whose tensor this is (a generator tensor seen from the discriminator)."""
+        for other in self.variants.values():
+            if other is not self and (other.match(scheme, name) or other.alias_of(scheme, name)):
+                return other.variant
+        return None
+
+    def held_variants(self, names: list[str]) -> list[str]:
+        """The variants a checkpoint holds: those explaining a tensor that no other variant explains."""
+        held = set()
+        for name in names:
+            explaining = [v.variant for v in self.variants.values()
+                          if any(v.match(s, name) or v.alias_of(s, name) for s in v.schemes)]
+            if len(explaining) == 1:
+                held.add(explaining[0])
+        return [v for v in self.variants if v in held]
 
     def alias_of(self, scheme: str, name: str) -> tuple[str, str] | None:
         """For a tied alias or a derived buffer (canonical scheme only): (kind, the tensor it equals or '')."""
@@ -229,8 +334,9 @@ class Mapping:
         return None
 
     def coverage(self, scheme: str, names: list[str]) -> int:
-        """How many names this scheme explains (mapped, tied, buffers, training state)."""
-        return sum(1 for n in names if self.match(scheme, n) or self.alias_of(scheme, n) or self.is_training_state(n))
+        """How many names this scheme explains (mapped, tied, buffers, training state, another variant's)."""
+        return sum(1 for n in names if self.match(scheme, n) or self.alias_of(scheme, n) or self.is_training_state(n)
+                   or self.variant_of(scheme, n))
 
     def detect_scheme(self, names: list[str], schemes: list[str] | None = None) -> tuple[str, int]:
         """The naming scheme that explains most names, and how many it explains (ignoring training state)."""
@@ -240,7 +346,7 @@ class Mapping:
 
     def model_class(self, parts: set[str]) -> ModelClass | None:
         for candidate in self.classes:
-            if candidate.parts == parts:
+            if candidate.parts <= parts <= candidate.parts | candidate.optional:
                 return candidate
         return None
 

@@ -101,4 +101,5 @@ MAPPING = Mapping(
     constraints=("hidden_size % num_attention_heads == 0",),
     tokenizer="wordpiece",
     positions=PositionTable("bert.embeddings.position_embeddings.weight", "max_position_embeddings"),
+    vocab_tensors={"bert.embeddings.word_embeddings.weight": 0, "cls.predictions.bias": 0},
 )

@@ -1,0 +1,158 @@
+"""ALBERT: Google's TF1 release layout <-> transformers AlbertForPreTraining and friends, plus brightmart's
+Chinese ALBERT (albert_zh), read as its own naming scheme.
+
+Google's layers are shared: group G's inner block I is stored once (`group_G/inner_group_I`) and layer i
+runs group i // (num_hidden_layers / num_hidden_groups), in both codes; the indices map directly. Its GELU
+is the tanh form (transformers' `gelu_new`), albert_config.json calls it "gelu".
+
+albert_zh is a different network: word embeddings W [vocab, E] times W2 [E, hidden], THEN positions,
+token types and the LayerNorm at hidden width, and one BERT-style block `bert/encoder/layer_shared` for every
+layer. transformers' ALBERT adds positions at width E, so the exact port folds W @ W2 into a [vocab, hidden]
+table (embedding_size = hidden) with an identity embedding_hidden_mapping_in; the MLM decoder, W2ᵀ then Wᵀ
+in albert_zh, is the same product. A product cannot be split back, so albert_zh is read, never written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelport.errors import ModelportError
+from modelport.mappings.base import (TRANSPOSE, Constant, Mapping, ModelClass, PositionTable, Product, Row, dense,
+                                     layer_norm)
+from modelport.mappings.bert import GOOGLE_LAYER_NORM_EPS, GOOGLE_TO_HF_ACTIVATION
+
+GOOGLE, ZH = "tf1", "albert_zh"
+LAYER = "albert.encoder.albert_layer_groups.{group}.albert_layers.{inner}"
+TF_LAYER = "bert/encoder/transformer/group_{group}/inner_group_{inner}"
+ZH_LAYER = "bert/encoder/layer_shared"
+
+NOT_WRITABLE = ("the albert_zh layout cannot be written: its word embeddings are the product of two factors "
+                "(W @ W2), which cannot be split back; --to tf writes the same network in Google's ALBERT layout")
+
+
+def both(google: str, zh: str) -> dict[str, str]:
+    return {GOOGLE: google, ZH: zh}
+
+
+EMBEDDINGS = "bert/embeddings"
+ROWS = [
+    Row("albert.embeddings.word_embeddings.weight", shape=("vocab_size", "embedding_size"),
+        ops={ZH: [Product(NOT_WRITABLE)]},
+        tf1=f"{EMBEDDINGS}/word_embeddings",
+        albert_zh=(f"{EMBEDDINGS}/word_embeddings", f"{EMBEDDINGS}/word_embeddings_2")),
+    Row("albert.embeddings.position_embeddings.weight", shape=("max_position_embeddings", "embedding_size"),
+        **both(f"{EMBEDDINGS}/position_embeddings", f"{EMBEDDINGS}/position_embeddings")),
+    Row("albert.embeddings.token_type_embeddings.weight", shape=("type_vocab_size", "embedding_size"),
+        **both(f"{EMBEDDINGS}/token_type_embeddings", f"{EMBEDDINGS}/token_type_embeddings")),
+    *layer_norm("albert.embeddings.LayerNorm", both(f"{EMBEDDINGS}/LayerNorm", f"{EMBEDDINGS}/LayerNorm"),
+                "embedding_size"),
+    Row("albert.encoder.embedding_hidden_mapping_in.weight", shape=("hidden_size", "embedding_size"),
+        ops={GOOGLE: [TRANSPOSE],
+             ZH: [Constant(lambda shape: np.eye(*shape), "hidden_size", "embedding_size", reason=NOT_WRITABLE)]},
+        tf1="bert/encoder/embedding_hidden_mapping_in/kernel", albert_zh=()),
+    Row("albert.encoder.embedding_hidden_mapping_in.bias", shape=("hidden_size",),
+        ops={ZH: [Constant(np.zeros, "hidden_size", reason=NOT_WRITABLE)]},
+        tf1="bert/encoder/embedding_hidden_mapping_in/bias", albert_zh=()),
+    *dense(f"{LAYER}.attention.query", both(f"{TF_LAYER}/attention_1/self/query", f"{ZH_LAYER}/attention/self/query"),
+           "hidden_size", "hidden_size"),
+    *dense(f"{LAYER}.attention.key", both(f"{TF_LAYER}/attention_1/self/key", f"{ZH_LAYER}/attention/self/key"),
+           "hidden_size", "hidden_size"),
+    *dense(f"{LAYER}.attention.value", both(f"{TF_LAYER}/attention_1/self/value", f"{ZH_LAYER}/attention/self/value"),
+           "hidden_size", "hidden_size"),
+    *dense(f"{LAYER}.attention.dense", both(f"{TF_LAYER}/attention_1/output/dense",
+                                            f"{ZH_LAYER}/attention/output/dense"), "hidden_size", "hidden_size"),
+    *layer_norm(f"{LAYER}.attention.LayerNorm", both(f"{TF_LAYER}/LayerNorm", f"{ZH_LAYER}/attention/output/LayerNorm"),
+                "hidden_size"),
+    *dense(f"{LAYER}.ffn", both(f"{TF_LAYER}/ffn_1/intermediate/dense", f"{ZH_LAYER}/intermediate/dense"),
+           "hidden_size", "intermediate_size"),
+    *dense(f"{LAYER}.ffn_output", both(f"{TF_LAYER}/ffn_1/intermediate/output/dense", f"{ZH_LAYER}/output/dense"),
+           "intermediate_size", "hidden_size"),
+    *layer_norm(f"{LAYER}.full_layer_layer_norm", both(f"{TF_LAYER}/LayerNorm_1", f"{ZH_LAYER}/output/LayerNorm"),
+                "hidden_size"),
+    *dense("albert.pooler", both("bert/pooler/dense", "bert/pooler/dense"), "hidden_size", "hidden_size",
+           part="pooler"),
+    *dense("predictions.dense", both("cls/predictions/transform/dense", "cls/predictions/transform/dense"),
+           "hidden_size", "embedding_size", part="mlm"),
+    *layer_norm("predictions.LayerNorm",
+                both("cls/predictions/transform/LayerNorm", "cls/predictions/transform/LayerNorm"), "embedding_size",
+                part="mlm"),
+    Row("predictions.bias", shape=("vocab_size",), part="mlm",
+        **both("cls/predictions/output_bias", "cls/predictions/output_bias")),
+    # The sentence-order head: a raw [2, hidden] variable used with transpose_b, already [out, in].
+    Row("sop_classifier.classifier.weight", shape=(2, "hidden_size"), part="sop",
+        **both("cls/seq_relationship/output_weights", "cls/seq_relationship/output_weights")),
+    Row("sop_classifier.classifier.bias", shape=(2,), part="sop",
+        **both("cls/seq_relationship/output_bias", "cls/seq_relationship/output_bias")),
+]
+
+GOOGLE_FIELDS = ["attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob", "embedding_size", "hidden_size",
+                 "initializer_range", "intermediate_size", "max_position_embeddings", "num_attention_heads",
+                 "num_hidden_layers", "num_hidden_groups", "net_structure_type", "gap_size", "num_memory_blocks",
+                 "inner_group_num", "down_scale_factor", "type_vocab_size", "vocab_size"]
+CONFIG_FILES = {GOOGLE: "albert_config.json", ZH: "albert_config*.json", "hf": "config.json"}
+
+
+def config_to_hf(scheme: str, raw: dict) -> dict:
+    if scheme == "hf":
+        return dict(raw)
+    hf = {key: value for key, value in raw.items() if key != "hidden_act"}
+    if "hidden_act" in raw:
+        if raw["hidden_act"] not in GOOGLE_TO_HF_ACTIVATION:
+            raise ModelportError(f"{CONFIG_FILES[scheme]}: unknown hidden_act {raw['hidden_act']!r}")
+        hf["hidden_act"] = GOOGLE_TO_HF_ACTIVATION[raw["hidden_act"]]
+    if scheme == ZH:
+        hf.pop("embedding_size", None)  # the folded table is hidden_size wide: shapes say so
+    return hf
+
+
+def config_from_hf(scheme: str, hf: dict) -> tuple[dict, list[str]]:
+    warnings = []
+    raw = {key: hf[key] for key in GOOGLE_FIELDS if key in hf}
+    hf_to_google = {v: k for k, v in GOOGLE_TO_HF_ACTIVATION.items()}
+    activation = hf.get("hidden_act", "gelu_new")
+    if activation not in hf_to_google:
+        raise ModelportError(f"hidden_act {activation!r} has no counterpart in Google's ALBERT code")
+    raw["hidden_act"] = hf_to_google[activation]
+    if activation == "gelu":
+        warnings.append('the model uses the exact (erf) GELU: albert_config.json says "gelu_exact", which Google\'s '
+                        'modeling.py does not know (its "gelu" is the tanh form)')
+    eps = hf.get("layer_norm_eps", GOOGLE_LAYER_NORM_EPS)
+    if eps != GOOGLE_LAYER_NORM_EPS:
+        raw["layer_norm_eps"] = eps
+        warnings.append(f"layer_norm_eps is {eps}; Google's modeling.py hard-codes 1e-12")
+    if hf.get("embedding_size") == hf.get("hidden_size"):
+        warnings.append("embedding_size equals hidden_size: Google's modeling.py then skips "
+                        "embedding_hidden_mapping_in, so the checkpoint's copy is unused (exact when it is the "
+                        "identity, as in a model ported from albert_zh)")
+    return raw, warnings
+
+
+GOOGLE_DEFAULTS = {"hidden_act": "gelu_new", "layer_norm_eps": GOOGLE_LAYER_NORM_EPS}
+
+MAPPING = Mapping(
+    arch="albert",
+    model_type="albert",
+    rows=ROWS,
+    classes=[
+        ModelClass.of("AlbertForPreTraining", "base", "pooler", "mlm", "sop"),
+        ModelClass.of("AlbertForMaskedLM", "base", "mlm"),
+        ModelClass.of("AlbertModel", "base", "pooler", bare=True),
+    ],
+    base_prefix="albert.",
+    counts={"group": "num_hidden_groups", "inner": "inner_group_num"},
+    tied={"predictions.decoder.weight": "albert.embeddings.word_embeddings.weight",
+          "predictions.decoder.bias": "predictions.bias"},
+    buffers=["albert.embeddings.position_ids", "albert.embeddings.token_type_ids"],
+    formats={"tf": ("tf1", GOOGLE), "safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"),
+             "albert_zh": ("tf1", ZH)},
+    config_files=CONFIG_FILES,
+    checkpoint_names={GOOGLE: "model.ckpt-best", ZH: "albert_model.ckpt"},
+    config_to_hf=config_to_hf,
+    config_from_hf=config_from_hf,
+    defaults={GOOGLE: GOOGLE_DEFAULTS, ZH: GOOGLE_DEFAULTS},
+    required_config=("num_attention_heads", "num_hidden_layers"),
+    constraints=("hidden_size % num_attention_heads == 0",),
+    tokenizer="albert",
+    positions=PositionTable("albert.embeddings.position_embeddings.weight", "max_position_embeddings"),
+    vocab_tensors={"albert.embeddings.word_embeddings.weight": 0, "predictions.bias": 0},
+)
