@@ -17,7 +17,7 @@ import numpy as np
 from modelport.converters import engine
 from modelport.converters.base import dtype_name, parse_size
 from modelport.converters.configs import write_config
-from modelport.converters.formats import detect_format, open_reader, writer_class
+from modelport.converters.formats import open_reader, writer_class
 from modelport.converters.positions import DEFAULT_ALPHA
 from modelport.converters.pruning import Pruning, count_corpus, read_ids
 from modelport.converters.tokenizers import carry_tokenizer, open_vocabulary

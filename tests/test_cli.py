@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import modelport
 from conftest import make_hf_bert, make_tf1_bert
 
 pytest.importorskip("tensorflow")

@@ -11,7 +11,7 @@ import pytest
 
 import modelport
 from conftest import sample_batch, tf_load
-from electra_checkpoints import (DISCRIMINATOR, GENERATOR, TINY_HPARAMS, google_electra_tensors, hf_electra_outputs,
+from electra_checkpoints import (DISCRIMINATOR, GENERATOR, google_electra_tensors, hf_electra_outputs,
                                  make_hf_electra, make_tf1_electra)
 from reference import ELECTRA_ACTIVATIONS, gelu_tanh, google_electra
 from test_cli import assert_one_line_error, run

@@ -3,11 +3,9 @@ an existing OUT untouched, and the next run succeeds."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelport.errors import ModelportError
 from modelport.mappings.base import (TRANSPOSE, Constant, Mapping, ModelClass, PositionTable, Product, Row, dense,
                                      layer_norm)
-from modelport.mappings.bert import GOOGLE_LAYER_NORM_EPS, GOOGLE_TO_HF_ACTIVATION
+from modelport.mappings import google
 
 GOOGLE, ZH = "tf1", "albert_zh"
 LAYER = "albert.encoder.albert_layer_groups.{group}.albert_layers.{inner}"
@@ -95,39 +94,20 @@ CONFIG_FILES = {GOOGLE: "albert_config.json", ZH: "albert_config*.json", "hf": "
 def config_to_hf(scheme: str, raw: dict) -> dict:
     if scheme == "hf":
         return dict(raw)
-    hf = {key: value for key, value in raw.items() if key != "hidden_act"}
-    if "hidden_act" in raw:
-        if raw["hidden_act"] not in GOOGLE_TO_HF_ACTIVATION:
-            raise ModelportError(f"{CONFIG_FILES[scheme]}: unknown hidden_act {raw['hidden_act']!r}")
-        hf["hidden_act"] = GOOGLE_TO_HF_ACTIVATION[raw["hidden_act"]]
+    hf = google.config_to_hf(CONFIG_FILES[scheme], raw)
     if scheme == ZH:
         hf.pop("embedding_size", None)  # the folded table is hidden_size wide: shapes say so
     return hf
 
 
 def config_from_hf(scheme: str, hf: dict) -> tuple[dict, list[str]]:
-    warnings = []
-    raw = {key: hf[key] for key in GOOGLE_FIELDS if key in hf}
-    hf_to_google = {v: k for k, v in GOOGLE_TO_HF_ACTIVATION.items()}
-    activation = hf.get("hidden_act", "gelu_new")
-    if activation not in hf_to_google:
-        raise ModelportError(f"hidden_act {activation!r} has no counterpart in Google's ALBERT code")
-    raw["hidden_act"] = hf_to_google[activation]
-    if activation == "gelu":
-        warnings.append('the model uses the exact (erf) GELU: albert_config.json says "gelu_exact", which Google\'s '
-                        'modeling.py does not know (its "gelu" is the tanh form)')
-    eps = hf.get("layer_norm_eps", GOOGLE_LAYER_NORM_EPS)
-    if eps != GOOGLE_LAYER_NORM_EPS:
-        raw["layer_norm_eps"] = eps
-        warnings.append(f"layer_norm_eps is {eps}; Google's modeling.py hard-codes 1e-12")
+    raw, warnings = google.config_from_hf(hf, GOOGLE_FIELDS, "albert_config.json", hf_default_activation="gelu_new")
     if hf.get("embedding_size") == hf.get("hidden_size"):
         warnings.append("embedding_size equals hidden_size: Google's modeling.py then skips "
                         "embedding_hidden_mapping_in, so the checkpoint's copy is unused (exact when it is the "
                         "identity, as in a model ported from albert_zh)")
     return raw, warnings
 
-
-GOOGLE_DEFAULTS = {"hidden_act": "gelu_new", "layer_norm_eps": GOOGLE_LAYER_NORM_EPS}
 
 MAPPING = Mapping(
     arch="albert",
@@ -149,7 +129,7 @@ MAPPING = Mapping(
     checkpoint_names={GOOGLE: "model.ckpt-best", ZH: "albert_model.ckpt"},
     config_to_hf=config_to_hf,
     config_from_hf=config_from_hf,
-    defaults={GOOGLE: GOOGLE_DEFAULTS, ZH: GOOGLE_DEFAULTS},
+    defaults={GOOGLE: google.DEFAULTS, ZH: google.DEFAULTS},
     required_config=("num_attention_heads", "num_hidden_layers"),
     constraints=("hidden_size % num_attention_heads == 0",),
     tokenizer="albert",

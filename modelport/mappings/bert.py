@@ -4,7 +4,7 @@ transformers calls `gelu_new`; its bert_config.json says "gelu" for it."""
 
 from __future__ import annotations
 
-from modelport.errors import ModelportError
+from modelport.mappings import google
 from modelport.mappings.base import Mapping, ModelClass, PositionTable, Row, dense, layer_norm
 
 LAYER = "bert.encoder.layer.{layer}"
@@ -37,44 +37,18 @@ ROWS = [
     Row("cls.seq_relationship.bias", shape=(2,), part="nsp", tf1="cls/seq_relationship/output_bias"),
 ]
 
-# Activation names: Google's bert_config.json value <-> transformers' value for the same function.
-GOOGLE_TO_HF_ACTIVATION = {"gelu": "gelu_new", "gelu_exact": "gelu", "relu": "relu", "tanh": "tanh",
-                           "linear": "linear"}
 GOOGLE_FIELDS = ["attention_probs_dropout_prob", "directionality", "hidden_act", "hidden_dropout_prob", "hidden_size",
                  "initializer_range", "intermediate_size", "max_position_embeddings", "num_attention_heads",
                  "num_hidden_layers", "pooler_fc_size", "pooler_num_attention_heads", "pooler_num_fc_layers",
                  "pooler_size_per_head", "pooler_type", "type_vocab_size", "vocab_size"]
-GOOGLE_LAYER_NORM_EPS = 1e-12  # hard-coded in Google's modeling.py
 
 
 def config_to_hf(scheme: str, raw: dict) -> dict:
-    if scheme == "hf":
-        return dict(raw)
-    hf = {key: value for key, value in raw.items() if key != "hidden_act"}
-    if "hidden_act" in raw:
-        if raw["hidden_act"] not in GOOGLE_TO_HF_ACTIVATION:
-            raise ModelportError(f"bert_config.json: unknown hidden_act {raw['hidden_act']!r}")
-        hf["hidden_act"] = GOOGLE_TO_HF_ACTIVATION[raw["hidden_act"]]
-    hf.setdefault("layer_norm_eps", GOOGLE_LAYER_NORM_EPS)
-    return hf
+    return dict(raw) if scheme == "hf" else google.config_to_hf("bert_config.json", raw)
 
 
 def config_from_hf(scheme: str, hf: dict) -> tuple[dict, list[str]]:
-    warnings = []
-    raw = {key: hf[key] for key in GOOGLE_FIELDS if key in hf}
-    hf_to_google = {v: k for k, v in GOOGLE_TO_HF_ACTIVATION.items()}
-    activation = hf.get("hidden_act", "gelu")
-    if activation not in hf_to_google:
-        raise ModelportError(f"hidden_act {activation!r} has no counterpart in Google's BERT code")
-    raw["hidden_act"] = hf_to_google[activation]
-    if activation == "gelu":
-        warnings.append('the model uses the exact (erf) GELU: bert_config.json says "gelu_exact", which Google\'s '
-                        'modeling.py does not know (its "gelu" is the tanh form)')
-    eps = hf.get("layer_norm_eps", GOOGLE_LAYER_NORM_EPS)
-    if eps != GOOGLE_LAYER_NORM_EPS:
-        raw["layer_norm_eps"] = eps
-        warnings.append(f"layer_norm_eps is {eps}; Google's modeling.py hard-codes 1e-12")
-    return raw, warnings
+    return google.config_from_hf(hf, GOOGLE_FIELDS, "bert_config.json", hf_default_activation="gelu")
 
 
 MAPPING = Mapping(
@@ -97,6 +71,7 @@ MAPPING = Mapping(
     checkpoint_names={"tf1": "bert_model.ckpt"},
     config_to_hf=config_to_hf,
     config_from_hf=config_from_hf,
+    defaults={"tf1": google.DEFAULTS},
     required_config=("num_attention_heads",),
     constraints=("hidden_size % num_attention_heads == 0",),
     tokenizer="wordpiece",
