@@ -13,6 +13,7 @@ FORMATS = {
     "megatron": ("modelport.converters.megatron", "MegatronReader", "MegatronWriter", "find_megatron_files"),
     "safetensors": ("modelport.converters.safetensors", "SafetensorsReader", "SafetensorsWriter", "find_safetensors_files"),
     "pytorch": ("modelport.converters.pytorch", "PyTorchReader", "PyTorchWriter", "find_pytorch_files"),
+    "keras_h5": ("modelport.converters.keras_h5", "KerasH5Reader", "KerasH5Writer", "find_keras_h5_files"),
     "tf1": ("modelport.converters.tf1", "TF1Reader", "TF1Writer", "find_tf1_prefix"),
 }
 
@@ -29,7 +30,7 @@ def detect_format(path: Path) -> str:
             return fmt
     if not path.exists() and not Path(f"{path}.index").exists():
         raise ModelportError(f"{path}: no such file or folder")
-    raise ModelportError(f"{path}: no checkpoint found (looked for safetensors, PyTorch pickles and TF1 .index files)")
+    raise ModelportError(f"{path}: no checkpoint found (looked for safetensors, PyTorch pickles, tf_model.h5 and TF1 .index files)")
 
 
 def open_reader(path: Path, fmt: str | None = None) -> Reader:

@@ -101,6 +101,91 @@ class Transpose(Op):
 TRANSPOSE = Transpose()
 
 
+class Reshape(Op):
+    """A tensor a scheme stores in another shape with the same elements in the same order (GPT-2's TF biases
+    [1, n], Keras's attention kernels [in, heads, head size]): `shape` is the scheme's shape as config
+    expressions, -1 for the one that follows from the element count."""
+
+    def __init__(self, *shape: str | int):
+        self.shape = shape
+
+    def apply(self, parts, context):
+        return [np.ascontiguousarray(p).reshape(self.apply_shape([p.shape], context)[0]) for p in parts]
+
+    def apply_shape(self, shapes, context):
+        return [_reshaped(s, self.shape, context) for s in shapes]
+
+    @property
+    def reverse_op(self):
+        return _Unreshape(self)
+
+
+class _Unreshape(Op):
+    """Back from a Reshape: the canonical shape is the scheme's with its leading or trailing axes merged as
+    they were; the row's canonical shape tells them, so the planner passes it as context["canonical"]."""
+
+    def __init__(self, reshape: Reshape):
+        self.reshape = reshape
+
+    def apply(self, parts, context):
+        return [np.ascontiguousarray(p).reshape(context["canonical"]) for p in parts]
+
+    def apply_shape(self, shapes, context):
+        return [tuple(context["canonical"]) for _ in shapes]
+
+    @property
+    def reverse_op(self):
+        return self.reshape
+
+
+def _reshaped(shape: tuple, target: tuple, context: dict) -> tuple:
+    config = context.get("config", {})
+    sizes = [evaluate(e, config) if e != -1 else -1 for e in target]
+    if None in sizes:
+        raise ModelportError(f"cannot reshape {list(shape)} to ({', '.join(map(str, target))}): the config lacks "
+                             "a size")
+    total = int(np.prod(shape, dtype=np.int64))
+    if -1 in sizes:
+        known = int(np.prod([s for s in sizes if s != -1], dtype=np.int64))
+        sizes[sizes.index(-1)] = total // known if known else 0
+    if int(np.prod(sizes, dtype=np.int64)) != total:
+        raise ModelportError(f"cannot reshape {list(shape)} to {sizes}")
+    return tuple(sizes)
+
+
+class Copies(Op):
+    """A tensor a scheme stores several times (transformers' TF ALBERT keeps the MLM bias as `bias` and
+    `decoder/bias`): read from the copy its code computes with, the first; written to all `count`."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def apply(self, parts, context):
+        return [parts[0]]
+
+    def apply_shape(self, shapes, context):
+        return [shapes[0]]
+
+    @property
+    def reverse_op(self):
+        return _Copy(self)
+
+
+class _Copy(Op):
+    def __init__(self, copies: Copies):
+        self.copies = copies
+
+    def apply(self, parts, context):
+        return parts * self.copies.count
+
+    def apply_shape(self, shapes, context):
+        return shapes * self.copies.count
+
+    @property
+    def reverse_op(self):
+        return self.copies
+
+
 class OneWay(Op):
     """A transform that has no reverse: writing the scheme it belongs to is refused with `reason`."""
 
@@ -172,6 +257,16 @@ class Row:
 
     def __repr__(self):
         return f"Row({self.hf.text})"
+
+
+# Layouts that ship another layout's config and tokenizer files: transformers' TF weights (tf_model.h5) come
+# with the same config.json and tokenizer files as its PyTorch weights.
+SIDE_FILES = {"keras_h5": CANONICAL}
+
+
+def files_scheme(scheme: str) -> str:
+    """The scheme whose config and tokenizer files a layout ships."""
+    return SIDE_FILES.get(scheme, scheme)
 
 
 def _tf_names(tf: str | dict[str, str], scheme: str) -> dict[str, str]:
