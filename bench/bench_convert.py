@@ -137,6 +137,8 @@ def main() -> None:
                                                                       "pytorch", "-o", str(work / "pt"))),
             ("PyTorch -> safetensors", work / "pt", modelport_command("convert", "bert", str(work / "pt"), "--to",
                                                                       "safetensors", "-o", str(work / "st2"))),
+            ("extend TF1 -> TF1 (4096 positions)", source, modelport_command("extend", str(source), "--positions",
+                                                                             "4096", "-o", str(work / "long"))),
         ]
         for label, warmed, command in steps:
             warm(warmed)

@@ -15,6 +15,7 @@ import json
 import mmap
 import pickle
 import struct
+import warnings
 import zipfile
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -147,7 +148,9 @@ def _libc():
 def _load(torch, file: Path):
     """torch.load that never runs code from the file; memory-mapped unless it is a legacy (non-zip) pickle."""
     try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=_is_zip(file))
+        with warnings.catch_warnings():  # torch's warnings about odd files would break the one-line error
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=_is_zip(file))
     except Exception as error:
         message = str(error)
         if isinstance(error, pickle.UnpicklingError) and message.startswith("Weights only load failed"):
