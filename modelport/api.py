@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from modelport.converters import engine
+from modelport.converters import engine, keras_preset
 from modelport.converters.base import dtype_name, parse_size
 from modelport.converters.configs import write_config
 from modelport.converters.formats import open_reader, writer_class
@@ -23,7 +23,7 @@ from modelport.converters.pruning import Pruning, count_corpus, read_ids
 from modelport.converters.tokenizers import carry_tokenizer, open_vocabulary
 from modelport.errors import ModelportError
 from modelport.mappings import MAPPINGS, get_mapping
-from modelport.mappings.base import CANONICAL, RANK
+from modelport.mappings.base import CANONICAL, RANK, files_scheme
 from modelport.record import SourceDigests, conversion_record, record_verification, write_record
 
 DEFAULT_SHARD_SIZE = "5GB"
@@ -130,13 +130,17 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
             tokenizer: str | Path | None = None, lowercase: bool | None = None,
             positions: int | None = None, method: str = "hierarchical", alpha: float = DEFAULT_ALPHA,
             ranks: int | None = None, prune: Pruning | None = None, part: str | None = None,
-            with_parts: dict[str, str | Path] | None = None, progress: bool = False) -> ConversionReport:
+            with_parts: dict[str, str | Path] | None = None, progress: bool = False, strict: bool = False,
+            exact: bool = False) -> ConversionReport:
     """Convert the checkpoint at SRC into a new folder OUT in the format `to`; with `positions`, its learned
     position table is extended to that many positions by `method` (see converters/positions.py). `ranks` is
     the model-parallel size of a partitioned output (--to megatron; default: the source's, else the
     release's). `prune` keeps only some token ids (see prune_vocab). For a checkpoint holding several
     networks (ELECTRA), `part` picks the one to convert (default: the one SRC holds alone, else the main one)
-    and `with_parts` ({part: path}) adds others, written into the same checkpoint."""
+    and `with_parts` ({part: path}) adds others, written into the same checkpoint. For a KerasHub preset
+    (--to keras) whose backbone computes something the model does not (KerasHub's BERT hard-codes the tanh
+    GELU), `strict` refuses instead of noting the deviation, and `exact` writes modelport's backbone subclass
+    that computes the model's (see converters/keras_preset.py)."""
     started = time.perf_counter()
     mapping = get_mapping(arch)
     if to not in mapping.formats:
@@ -144,6 +148,8 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
     if not out:
         raise ModelportError("no output folder given (-o OUT)")
     target_format, target_scheme = mapping.formats[to]
+    if (strict or exact) and target_format != "keras":
+        raise ModelportError(f"--{'strict' if strict else 'exact'} applies to --to keras (KerasHub presets)")
     if ranks is not None and ranks < 1:
         raise ModelportError(f"--ranks {ranks}: a model needs at least 1 rank")
     if ranks is not None and not any(RANK in pattern.variables for row in mapping.rows
@@ -180,13 +186,19 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
         steps, specs = engine.target_layout(plan, target_scheme, model_class, out_dtype, context)
         others = _other_parts(stack, mapping, with_parts or {}, target_scheme, out_dtype, context, allow_unmapped)
         jobs, specs = engine.combine([(plan, steps, specs, context), *others])
-        if target_scheme == "hf":
+        side_scheme = files_scheme(target_scheme)
+        if side_scheme == CANONICAL:
             written = engine.hf_config(mapping, hf, model_class, out_dtype)
         else:
             written, warnings = mapping.merge_configs(target_scheme, {
                 mapping.variant: hf, **{other.mapping.variant: c["config"] for other, _, _, c in others}}) \
                 if others else mapping.config_from_hf(target_scheme, hf)
             notes += warnings
+        if target_format == "keras":
+            written = keras_preset.preset_config(mapping, written, hf, out_dtype, exact, plan.parts)
+        left_out = sorted(set(mapping.omitted.get(target_scheme, ())) & plan.parts)
+        if left_out:
+            notes.append(f"left out the {', '.join(left_out)} part(s): --to {to} has no place for them")
         notes += [f"left out the {variant}'s tensors (--part {variant} converts it)"
                   for variant in dict.fromkeys(v for _, v in plan.elsewhere) if variant not in (with_parts or {})]
         notes += [f"skipped {len(reader.extras)} entries that are not weights: {', '.join(reader.extras[:6])}"] \
@@ -195,19 +207,24 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
             file for other, _, _, _ in others for file in other.reader.files()]
         with atomic_directory(out, overwrite) as staging, SourceDigests(sources) as digests:
             writer_options = {"prefix": mapping.checkpoint_names[target_scheme]} if target_format == "tf1" else {}
+            if target_format == "keras_h5":
+                writer_options = {"model_class": model_class.name, "copies": mapping.h5_copies}
             writer = writer_class(target_format)(staging, specs, shard_bytes, **writer_options)
             total = sum(info.nbytes for info in specs.values())
             with progress_bar(total, f"{mapping.arch} -> {to}", progress) as advance:
                 for job_plan, job_steps, job_context in jobs:
                     engine.stream(job_plan, job_steps, writer, target_scheme, out_dtype, job_context, advance)
             files = writer.close()
-            config_name = mapping.config_files[target_scheme]
+            config_name = mapping.config_files[side_scheme]
             write_config(staging / config_name, written)
-            result = prune.write_tokenizer(staging, target_scheme, hf) if prune else carry_tokenizer(
+            result = prune.write_tokenizer(staging, side_scheme, hf) if prune else carry_tokenizer(
                 mapping.tokenizer, engine.source_directory(reader), Path(tokenizer) if tokenizer else None, staging,
-                target_scheme, hf, lowercase)
+                side_scheme, hf, lowercase)
             notes += result.notes
             files += [config_name, *result.files]
+            if target_format == "keras":
+                files += keras_preset.write_tokenizer(staging, mapping, result.settings) if result.settings else []
+                notes += _keras_deviation(plan, hf, staging, strict, exact)
             files.append(write_record(staging, conversion_record(plan, model_class.name, target_format, target_scheme,
                                                                  dtype_name(out_dtype), digests.result(),
                                                                  extension_record)))
@@ -217,6 +234,21 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
                             seconds=time.perf_counter() - started,
                             training_state=[n for p in plans for n in p.training_state],
                             unmapped=[n for p in plans for n in p.unknown], notes=notes)
+
+
+def _keras_deviation(plan: engine.Plan, hf: dict, preset: Path, strict: bool, exact: bool) -> list[str]:
+    """What KerasHub's backbone computes differently from the model, with the deviation measured on the preset
+    just written; an error with --strict, nothing with --exact (its backbone computes the model's)."""
+    found = keras_preset.differences(plan.mapping, hf)
+    if not found or exact:
+        return []
+    measured = keras_preset.deviation(plan, hf, preset, plan.mapping)
+    message = keras_preset.describe(plan.mapping, found) + (
+        f": on a fixed input its outputs differ from the model's by up to {measured:.2g}" if measured is not None
+        else " (the deviation was not measured: that needs keras-hub, torch and transformers)")
+    if strict:
+        raise ModelportError(f"{message}; --exact writes modelport's backbone, which computes the model's")
+    return [f"{message} (--exact writes modelport's backbone, which computes the model's; --strict refuses)"]
 
 
 def _refuse_unknown(plan: engine.Plan, allow_unmapped: bool) -> None:
@@ -230,7 +262,7 @@ def _other_parts(stack: contextlib.ExitStack, mapping, with_parts: dict[str, str
                  dtype: np.dtype, context: dict, allow_unmapped: bool) -> list[tuple]:
     """The networks given beside SRC (--with generator=DIR), each planned as (plan, steps, specs, context)
     to be written into the same checkpoint."""
-    if with_parts and (not mapping.merge_configs or scheme == CANONICAL):
+    if with_parts and (not mapping.merge_configs or files_scheme(scheme) == CANONICAL):
         raise ModelportError(f"--with: {mapping.arch} has no parts that one checkpoint holds together"
                              if not mapping.merge_configs else
                              "--with: one transformers folder holds one network; --to tf writes parts together")

@@ -30,6 +30,8 @@ class Target(str, Enum):
     tf = "tf"
     megatron = "megatron"
     albert_zh = "albert_zh"
+    keras_h5 = "keras-h5"
+    keras = "keras"
 
 
 class DType(str, Enum):
@@ -50,6 +52,10 @@ METHOD_HELP = ("hierarchical (Su Jianlin; up to n^2 positions) and copy (Longfor
 ALPHA_HELP = "The hierarchical method's alpha, in (0, 1)."
 PART_HELP = ("Of a checkpoint holding several networks (electra: discriminator, generator), the one to use "
              "(default: the one it holds alone, else the discriminator).")
+STRICT_HELP = ("--to keras: refuse when KerasHub's backbone computes something the model does not (its BERT "
+               "family's tanh GELU for an erf-GELU model) instead of noting the measured deviation.")
+EXACT_HELP = ("--to keras: write modelport's subclass of the backbone, which takes the activation and LayerNorm "
+              "epsilon from the config (loads after `import modelport`).")
 WITH_HELP = "PART=DIR: add that part's checkpoint, written into the same output (e.g. --with generator=DIR)."
 
 
@@ -93,6 +99,8 @@ def convert(
     with_parts: list[str] = typer.Option([], "--with", metavar="PART=DIR", help=WITH_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT (only once the new one is complete)."),
     push_to: Optional[str] = typer.Option(None, "--push-to", metavar="REPO_ID", help=PUSH_TO_HELP),
+    strict: bool = typer.Option(False, "--strict", help=STRICT_HELP),
+    exact: bool = typer.Option(False, "--exact", help=EXACT_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ):
     """Convert SRC (format detected) into a new folder OUT."""
@@ -102,7 +110,7 @@ def convert(
                                max_shard_size=max_shard_size, overwrite=overwrite, allow_unmapped=allow_unmapped,
                                tokenizer=tokenizer, lowercase=lowercase, positions=positions, method=method.value,
                                alpha=alpha, ranks=ranks, part=part, with_parts=parse_parts(with_parts),
-                               progress=not quiet and sys.stderr.isatty())
+                               progress=not quiet and sys.stderr.isatty(), strict=strict, exact=exact)
     tell(report, quiet)
     if push_to:
         publish(report.out, push_to, quiet)

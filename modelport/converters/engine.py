@@ -16,7 +16,8 @@ from modelport.converters.configs import read_config
 from modelport.converters.positions import check_extension, describe as describe_extension, extend_table
 from modelport.errors import ModelportError
 from modelport.mappings import MAPPINGS
-from modelport.mappings.base import CANONICAL, RANK, Mapping, Match, ModelClass, RankMismatch, Row, evaluate
+from modelport.mappings.base import (CANONICAL, RANK, Mapping, Match, ModelClass, RankMismatch, Row, evaluate,
+                                     files_scheme)
 
 
 @dataclass
@@ -145,14 +146,15 @@ def source_directory(reader: Reader) -> Path:
 def source_config(plan: Plan) -> tuple[dict, Path | None]:
     """The config shipped beside the checkpoint, translated to HF fields (empty when there is none). The
     name may be a glob: albert_zh releases call it albert_config_<size>.json."""
-    name = plan.mapping.config_files.get(plan.scheme)
+    scheme = files_scheme(plan.scheme)
+    name = plan.mapping.config_files.get(scheme)
     found = sorted(p for p in source_directory(plan.reader).glob(name) if p.is_file()) if name else []
     if len(found) > 1:
         raise ModelportError(f"{source_directory(plan.reader)}: several config files "
                              f"({', '.join(p.name for p in found)}): keep the one of this checkpoint")
     if not found:
         return {}, None
-    return plan.mapping.config_to_hf(plan.scheme, read_config(found[0])), found[0]
+    return plan.mapping.config_to_hf(scheme, read_config(found[0])), found[0]
 
 
 def resolve_config(plan: Plan, shipped: dict, override: dict) -> dict:
@@ -334,7 +336,10 @@ def target_layout(plan: Plan, scheme: str, model_class: ModelClass, dtype: np.dt
             row.from_canonical(scheme)  # a layout that cannot be written (a one-way op) refuses here, first
     steps, specs = [], {}
     strip = plan.mapping.base_prefix if scheme == CANONICAL and model_class.bare else ""
+    omitted = plan.mapping.omitted.get(scheme, ())
     for planned in plan.tensors.values():
+        if planned.row.part in omitted:
+            continue
         patterns = planned.row.names.get(scheme)
         if not patterns:
             raise ModelportError(f"{planned.canonical} has no name in the {scheme} layout")

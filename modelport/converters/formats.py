@@ -14,6 +14,7 @@ FORMATS = {
     "safetensors": ("modelport.converters.safetensors", "SafetensorsReader", "SafetensorsWriter", "find_safetensors_files"),
     "pytorch": ("modelport.converters.pytorch", "PyTorchReader", "PyTorchWriter", "find_pytorch_files"),
     "keras_h5": ("modelport.converters.keras_h5", "KerasH5Reader", "KerasH5Writer", "find_keras_h5_files"),
+    "keras": ("modelport.converters.keras_preset", "KerasPresetReader", "KerasPresetWriter", "find_keras_preset"),
     "tf1": ("modelport.converters.tf1", "TF1Reader", "TF1Writer", "find_tf1_prefix"),
 }
 
@@ -30,7 +31,7 @@ def detect_format(path: Path) -> str:
             return fmt
     if not path.exists() and not Path(f"{path}.index").exists():
         raise ModelportError(f"{path}: no such file or folder")
-    raise ModelportError(f"{path}: no checkpoint found (looked for safetensors, PyTorch pickles, tf_model.h5 and TF1 .index files)")
+    raise ModelportError(f"{path}: no checkpoint found (looked for safetensors, PyTorch pickles, tf_model.h5, KerasHub presets and TF1 .index files)")
 
 
 def open_reader(path: Path, fmt: str | None = None) -> Reader:

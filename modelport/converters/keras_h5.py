@@ -182,7 +182,8 @@ class KerasH5Writer(Writer):
 
     format = "keras_h5"
 
-    def __init__(self, out_dir, specs, max_shard_size=None, model_class: str = ""):
+    def __init__(self, out_dir, specs, max_shard_size=None, model_class: str = "",
+                 copies: dict[str, str] | None = None):
         super().__init__(out_dir, specs, max_shard_size)
         self.h5py = h5py_module()
         wrong = sorted({dtype_name(i.dtype) for i in specs.values() if is_floating(i.dtype)} - set(FLOATS))
@@ -190,6 +191,7 @@ class KerasH5Writer(Writer):
             raise ModelportError(f"tf_model.h5 cannot hold {', '.join(wrong)} (transformers' TF classes load "
                                  "float32 or float16): pass --dtype float32 or --dtype float16")
         self.model_name = keras_model_name("TF" + model_class)
+        self.copies = copies or {}
         groups = shard_groups(specs, max_shard_size)
         count = len(groups)
         self.sharded = count > 1
@@ -215,6 +217,14 @@ class KerasH5Writer(Writer):
         group = handle.require_group(layer)
         group.create_dataset(self._weight_name(name), data=array)
 
+    def _copy(self, handle, layer: str, names: list[str]) -> None:
+        """Another layer's variables, saved again in `layer`'s group as Keras 2 does for a layer that reads
+        them (transformers' loader then finds every variable of every layer)."""
+        for name in names:
+            source = handle[name.split("/", 1)[0]][self._weight_name(name)]
+            handle[layer].create_dataset(self._weight_name(name), data=source[()])
+            self._layers[layer].append(name)
+
     def close(self) -> list[str]:
         unwritten = [n for n in self.specs if n not in self._written]
         if unwritten:
@@ -231,6 +241,9 @@ class KerasH5Writer(Writer):
             save_attribute(handle, "layer_names", list(self._layers))
             handle.attrs["backend"] = b"tensorflow"
             handle.attrs["keras_version"] = KERAS_VERSION.encode()
+            for layer, prefix in self.copies.items():
+                if layer in self._layers:
+                    self._copy(handle, layer, [n for n in self.specs if n.startswith(prefix)])
             for layer, names in self._layers.items():
                 save_attribute(handle[layer], "weight_names", [self._weight_name(n) for n in names])
             save_attribute(handle.create_group(TOP_LEVEL), "weight_names", [])

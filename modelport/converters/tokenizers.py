@@ -19,6 +19,7 @@ BERT_SPECIALS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]
 class TokenizerResult:
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # a KerasHub tokenizer's arguments (its tokenizer.json)
 
 
 def _wordpiece_vocab(path: Path) -> list[str]:
@@ -66,12 +67,26 @@ def decide_lowercase(found: Path, vocab: list[str], lowercase: bool | None) -> b
     if lowercase is not None:
         return lowercase
     stored = _stored_setting(found, "do_lower_case")
+    if stored is None and found.as_posix().endswith(KERAS_VOCABULARY):  # a KerasHub preset's
+        stored = _keras_setting(found.parent.parent.parent, "lowercase")
     return stored if isinstance(stored, bool) else infer_lowercase(vocab)
+
+
+def _keras_setting(preset: Path, key: str):
+    """An argument of the tokenizer a KerasHub preset's tokenizer.json describes, if there is one."""
+    try:
+        return json.loads((preset / "tokenizer.json").read_text(encoding="utf-8"))["config"].get(key)
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return None
+
+
+KERAS_VOCABULARY = "assets/tokenizer/vocabulary.txt"  # a KerasHub preset's vocabulary
+WORDPIECE_NAMES = ["vocab.txt", KERAS_VOCABULARY, "tokenizer.json"]
 
 
 def wordpiece(source_dir: Path, explicit: Path | None, out_dir: Path, scheme: str, config: dict,
               lowercase: bool | None) -> TokenizerResult:
-    found = _find(explicit, source_dir, ["vocab.txt", "tokenizer.json"])
+    found = _find(explicit, source_dir, WORDPIECE_NAMES)
     if found is None:
         return TokenizerResult(notes=[f"no tokenizer: {source_dir} has no vocab.txt (releases often keep it "
                                       "elsewhere): the output has weights and config only; pass --tokenizer PATH "
@@ -82,8 +97,14 @@ def wordpiece(source_dir: Path, explicit: Path | None, out_dir: Path, scheme: st
         raise ModelportError(f"{found}: {len(vocab)} tokens, but the model has only {vocab_size} embedding rows")
     result = TokenizerResult()
     lowercase = decide_lowercase(found, vocab, lowercase)
-    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    result.files.append("vocab.txt")
+    if scheme == "keras":  # KerasHub's WordPiece tokenizers: uncased ones strip accents, as transformers' do
+        (out_dir / KERAS_VOCABULARY).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / KERAS_VOCABULARY).write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        result = TokenizerResult(files=[KERAS_VOCABULARY], settings={"lowercase": lowercase,
+                                                                     "strip_accents": lowercase})
+    else:
+        (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        result.files.append("vocab.txt")
     if scheme == "hf":
         settings = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
                     "model_max_length": config.get("max_position_embeddings", 512), **BERT_SPECIALS}
@@ -303,7 +324,7 @@ class T5Vocabulary(TokenVocabulary):
         return TokenizerResult(files=_write_t5_tokenizer(out_dir, scheme, model, extra_ids))
 
 
-VOCABULARIES = {"wordpiece": (["vocab.txt", "tokenizer.json"], WordPieceVocabulary),
+VOCABULARIES = {"wordpiece": (WORDPIECE_NAMES, WordPieceVocabulary),
                 "t5": (T5_MODEL_NAMES, T5Vocabulary)}
 
 

@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelport.mappings.base import (TRANSPOSE, Constant, Mapping, ModelClass, PositionTable, Product, Row, dense,
-                                     layer_norm)
+from modelport.mappings.base import (TRANSPOSE, Constant, Copies, Mapping, ModelClass, PositionTable, Product, Row,
+                                     dense, layer_norm)
 from modelport.mappings import google
 
-GOOGLE, ZH = "tf1", "albert_zh"
+GOOGLE, ZH, H5 = "tf1", "albert_zh", "keras_h5"
 LAYER = "albert.encoder.albert_layer_groups.{group}.albert_layers.{inner}"
 TF_LAYER = "bert/encoder/transformer/group_{group}/inner_group_{inner}"
 ZH_LAYER = "bert/encoder/layer_shared"
+H5_LAYER = "albert/encoder/albert_layer_groups_._{group}/albert_layers_._{inner}"
 
 NOT_WRITABLE = ("the albert_zh layout cannot be written: its word embeddings are the product of two factors "
                 "(W @ W2), which cannot be split back; --to tf writes the same network in Google's ALBERT layout")
 
 
-def both(google: str, zh: str) -> dict[str, str]:
-    return {GOOGLE: google, ZH: zh}
+def both(google: str, zh: str, keras_h5: str | None = None) -> dict[str, str]:
+    """A tensor's names in Google's layout, albert_zh's and transformers' TF weights (tf_model.h5)."""
+    return {GOOGLE: google, ZH: zh, **({H5: keras_h5} if keras_h5 else {})}
 
 
 EMBEDDINGS = "bert/embeddings"
@@ -38,50 +40,70 @@ ROWS = [
     Row("albert.embeddings.word_embeddings.weight", shape=("vocab_size", "embedding_size"),
         ops={ZH: [Product(NOT_WRITABLE)]},
         tf1=f"{EMBEDDINGS}/word_embeddings",
-        albert_zh=(f"{EMBEDDINGS}/word_embeddings", f"{EMBEDDINGS}/word_embeddings_2")),
+        albert_zh=(f"{EMBEDDINGS}/word_embeddings", f"{EMBEDDINGS}/word_embeddings_2"),
+        keras_h5="albert/embeddings/word_embeddings/weight"),
     Row("albert.embeddings.position_embeddings.weight", shape=("max_position_embeddings", "embedding_size"),
-        **both(f"{EMBEDDINGS}/position_embeddings", f"{EMBEDDINGS}/position_embeddings")),
+        **both(f"{EMBEDDINGS}/position_embeddings", f"{EMBEDDINGS}/position_embeddings",
+               "albert/embeddings/position_embeddings/embeddings")),
     Row("albert.embeddings.token_type_embeddings.weight", shape=("type_vocab_size", "embedding_size"),
-        **both(f"{EMBEDDINGS}/token_type_embeddings", f"{EMBEDDINGS}/token_type_embeddings")),
-    *layer_norm("albert.embeddings.LayerNorm", both(f"{EMBEDDINGS}/LayerNorm", f"{EMBEDDINGS}/LayerNorm"),
-                "embedding_size"),
+        **both(f"{EMBEDDINGS}/token_type_embeddings", f"{EMBEDDINGS}/token_type_embeddings",
+               "albert/embeddings/token_type_embeddings/embeddings")),
+    *layer_norm("albert.embeddings.LayerNorm", both(f"{EMBEDDINGS}/LayerNorm", f"{EMBEDDINGS}/LayerNorm",
+                                                    "albert/embeddings/LayerNorm"), "embedding_size"),
     Row("albert.encoder.embedding_hidden_mapping_in.weight", shape=("hidden_size", "embedding_size"),
-        ops={GOOGLE: [TRANSPOSE],
+        ops={GOOGLE: [TRANSPOSE], H5: [TRANSPOSE],
              ZH: [Constant(lambda shape: np.eye(*shape), "hidden_size", "embedding_size", reason=NOT_WRITABLE)]},
-        tf1="bert/encoder/embedding_hidden_mapping_in/kernel", albert_zh=()),
+        tf1="bert/encoder/embedding_hidden_mapping_in/kernel", albert_zh=(),
+        keras_h5="albert/encoder/embedding_hidden_mapping_in/kernel"),
     Row("albert.encoder.embedding_hidden_mapping_in.bias", shape=("hidden_size",),
         ops={ZH: [Constant(np.zeros, "hidden_size", reason=NOT_WRITABLE)]},
-        tf1="bert/encoder/embedding_hidden_mapping_in/bias", albert_zh=()),
-    *dense(f"{LAYER}.attention.query", both(f"{TF_LAYER}/attention_1/self/query", f"{ZH_LAYER}/attention/self/query"),
+        tf1="bert/encoder/embedding_hidden_mapping_in/bias", albert_zh=(),
+        keras_h5="albert/encoder/embedding_hidden_mapping_in/bias"),
+    *dense(f"{LAYER}.attention.query", both(f"{TF_LAYER}/attention_1/self/query", f"{ZH_LAYER}/attention/self/query",
+                                             f"{H5_LAYER}/attention/query"),
            "hidden_size", "hidden_size"),
-    *dense(f"{LAYER}.attention.key", both(f"{TF_LAYER}/attention_1/self/key", f"{ZH_LAYER}/attention/self/key"),
+    *dense(f"{LAYER}.attention.key", both(f"{TF_LAYER}/attention_1/self/key", f"{ZH_LAYER}/attention/self/key",
+                                           f"{H5_LAYER}/attention/key"),
            "hidden_size", "hidden_size"),
-    *dense(f"{LAYER}.attention.value", both(f"{TF_LAYER}/attention_1/self/value", f"{ZH_LAYER}/attention/self/value"),
+    *dense(f"{LAYER}.attention.value", both(f"{TF_LAYER}/attention_1/self/value", f"{ZH_LAYER}/attention/self/value",
+                                             f"{H5_LAYER}/attention/value"),
            "hidden_size", "hidden_size"),
     *dense(f"{LAYER}.attention.dense", both(f"{TF_LAYER}/attention_1/output/dense",
-                                            f"{ZH_LAYER}/attention/output/dense"), "hidden_size", "hidden_size"),
-    *layer_norm(f"{LAYER}.attention.LayerNorm", both(f"{TF_LAYER}/LayerNorm", f"{ZH_LAYER}/attention/output/LayerNorm"),
+                                            f"{ZH_LAYER}/attention/output/dense", f"{H5_LAYER}/attention/dense"),
+           "hidden_size", "hidden_size"),
+    *layer_norm(f"{LAYER}.attention.LayerNorm", both(f"{TF_LAYER}/LayerNorm", f"{ZH_LAYER}/attention/output/LayerNorm",
+                                                                  f"{H5_LAYER}/attention/LayerNorm"),
                 "hidden_size"),
-    *dense(f"{LAYER}.ffn", both(f"{TF_LAYER}/ffn_1/intermediate/dense", f"{ZH_LAYER}/intermediate/dense"),
+    *dense(f"{LAYER}.ffn", both(f"{TF_LAYER}/ffn_1/intermediate/dense", f"{ZH_LAYER}/intermediate/dense",
+                                f"{H5_LAYER}/ffn"),
            "hidden_size", "intermediate_size"),
-    *dense(f"{LAYER}.ffn_output", both(f"{TF_LAYER}/ffn_1/intermediate/output/dense", f"{ZH_LAYER}/output/dense"),
+    *dense(f"{LAYER}.ffn_output", both(f"{TF_LAYER}/ffn_1/intermediate/output/dense", f"{ZH_LAYER}/output/dense",
+                                      f"{H5_LAYER}/ffn_output"),
            "intermediate_size", "hidden_size"),
-    *layer_norm(f"{LAYER}.full_layer_layer_norm", both(f"{TF_LAYER}/LayerNorm_1", f"{ZH_LAYER}/output/LayerNorm"),
+    *layer_norm(f"{LAYER}.full_layer_layer_norm", both(f"{TF_LAYER}/LayerNorm_1", f"{ZH_LAYER}/output/LayerNorm",
+                                                           f"{H5_LAYER}/full_layer_layer_norm"),
                 "hidden_size"),
-    *dense("albert.pooler", both("bert/pooler/dense", "bert/pooler/dense"), "hidden_size", "hidden_size",
+    *dense("albert.pooler", both("bert/pooler/dense", "bert/pooler/dense", "albert/pooler"), "hidden_size",
+           "hidden_size",
            part="pooler"),
-    *dense("predictions.dense", both("cls/predictions/transform/dense", "cls/predictions/transform/dense"),
+    *dense("predictions.dense", both("cls/predictions/transform/dense", "cls/predictions/transform/dense",
+                                     "predictions/dense"),
            "hidden_size", "embedding_size", part="mlm"),
     *layer_norm("predictions.LayerNorm",
-                both("cls/predictions/transform/LayerNorm", "cls/predictions/transform/LayerNorm"), "embedding_size",
+                both("cls/predictions/transform/LayerNorm", "cls/predictions/transform/LayerNorm",
+                     "predictions/LayerNorm"), "embedding_size",
                 part="mlm"),
-    Row("predictions.bias", shape=("vocab_size",), part="mlm",
-        **both("cls/predictions/output_bias", "cls/predictions/output_bias")),
+    # transformers' TF head keeps the bias twice and computes with `decoder/bias`.
+    Row("predictions.bias", shape=("vocab_size",), part="mlm", ops={H5: [Copies(2)]},
+        **both("cls/predictions/output_bias", "cls/predictions/output_bias"),
+        keras_h5=("predictions/decoder/bias", "predictions/bias")),
     # The sentence-order head: a raw [2, hidden] variable used with transpose_b, already [out, in].
-    Row("sop_classifier.classifier.weight", shape=(2, "hidden_size"), part="sop",
-        **both("cls/seq_relationship/output_weights", "cls/seq_relationship/output_weights")),
+    Row("sop_classifier.classifier.weight", shape=(2, "hidden_size"), part="sop", ops={H5: [TRANSPOSE]},
+        **both("cls/seq_relationship/output_weights", "cls/seq_relationship/output_weights",
+               "sop_classifier/classifier/kernel")),
     Row("sop_classifier.classifier.bias", shape=(2,), part="sop",
-        **both("cls/seq_relationship/output_bias", "cls/seq_relationship/output_bias")),
+        **both("cls/seq_relationship/output_bias", "cls/seq_relationship/output_bias",
+               "sop_classifier/classifier/bias")),
 ]
 
 GOOGLE_FIELDS = ["attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob", "embedding_size", "hidden_size",
@@ -124,7 +146,7 @@ MAPPING = Mapping(
           "predictions.decoder.bias": "predictions.bias"},
     buffers=["albert.embeddings.position_ids", "albert.embeddings.token_type_ids"],
     formats={"tf": ("tf1", GOOGLE), "safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"),
-             "albert_zh": ("tf1", ZH)},
+             "albert_zh": ("tf1", ZH), "keras-h5": (H5, H5)},
     config_files=CONFIG_FILES,
     checkpoint_names={GOOGLE: "model.ckpt-best", ZH: "albert_model.ckpt"},
     config_to_hf=config_to_hf,
@@ -135,4 +157,5 @@ MAPPING = Mapping(
     tokenizer="albert",
     positions=PositionTable("albert.embeddings.position_embeddings.weight", "max_position_embeddings"),
     vocab_tensors={"albert.embeddings.word_embeddings.weight": 0, "predictions.bias": 0},
+    h5_copies={"predictions": "albert/embeddings/"},
 )

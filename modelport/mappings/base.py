@@ -33,11 +33,13 @@ OPTIMIZER_PATTERNS = [
     r"(.*/)?(global_step|current_loss_scale|good_steps|loss_scale|beta1_power|beta2_power)$",
 ]
 
-_VARIABLE = re.compile(r"\{(\w+)(?::(0\d+))?\}")
+_VARIABLE = re.compile(r"\{(\w+)(?::(0\d+|_))?\}")
+KERAS_SUFFIX = "_"  # `{layer:_}`: Keras's unique-name suffix, nothing for 0, `_1`, `_2`, ... after
 
 
 class Pattern:
-    """A name with integer variables: `bert/encoder/layer_{layer}/...` matches and formats names."""
+    """A name with integer variables: `bert/encoder/layer_{layer}/...` matches and formats names (`{layer:03}`
+    zero-pads, `{layer:_}` is Keras's suffix of repeated layer names: `dense`, `dense_1`, ...)."""
 
     def __init__(self, text: str):
         self.text = text
@@ -45,7 +47,11 @@ class Pattern:
         for found in _VARIABLE.finditer(text):
             regex.append(re.escape(text[last:found.start()]))
             width = found.group(2)
-            regex.append(f"(?P<{found.group(1)}>\\d{{{int(width)}}})" if width else f"(?P<{found.group(1)}>0|[1-9]\\d*)")
+            if width == KERAS_SUFFIX:
+                regex.append(f"(?:_(?P<{found.group(1)}>[1-9]\\d*))?")
+            else:
+                regex.append(f"(?P<{found.group(1)}>\\d{{{int(width)}}})" if width else
+                             f"(?P<{found.group(1)}>0|[1-9]\\d*)")
             last = found.end()
         regex.append(re.escape(text[last:]))
         self.regex = re.compile("".join(regex))
@@ -53,10 +59,14 @@ class Pattern:
 
     def match(self, name: str) -> dict[str, int] | None:
         found = self.regex.fullmatch(name)
-        return None if found is None else {k: int(v) for k, v in found.groupdict().items()}
+        return None if found is None else {k: int(v or 0) for k, v in found.groupdict().items()}
 
     def format(self, values: dict[str, int]) -> str:
-        return _VARIABLE.sub(lambda m: format(values[m.group(1)], m.group(2) or "d"), self.text)
+        def value(m: re.Match) -> str:
+            if m.group(2) == KERAS_SUFFIX:
+                return f"_{values[m.group(1)]}" if values[m.group(1)] else ""
+            return format(values[m.group(1)], m.group(2) or "d")
+        return _VARIABLE.sub(value, self.text)
 
 
 class Op:
@@ -101,56 +111,52 @@ class Transpose(Op):
 TRANSPOSE = Transpose()
 
 
-class Reshape(Op):
-    """A tensor a scheme stores in another shape with the same elements in the same order (GPT-2's TF biases
-    [1, n], Keras's attention kernels [in, heads, head size]): `shape` is the scheme's shape as config
-    expressions, -1 for the one that follows from the element count."""
+class MergeAxes(Op):
+    """A tensor a scheme stores with one canonical axis split in several (GPT-2's TF biases [1, n], Keras's
+    attention kernels [in, heads, head size]): axes `axis`... of the scheme's tensor merge into one. The
+    reverse splits it again into `sizes`, config expressions with at most one -1 (what follows from the
+    length)."""
 
-    def __init__(self, *shape: str | int):
-        self.shape = shape
+    def __init__(self, axis: int, *sizes: str | int):
+        self.axis, self.sizes = axis, sizes
 
     def apply(self, parts, context):
-        return [np.ascontiguousarray(p).reshape(self.apply_shape([p.shape], context)[0]) for p in parts]
+        return [np.ascontiguousarray(p).reshape(self._merged(p.shape)) for p in parts]
 
     def apply_shape(self, shapes, context):
-        return [_reshaped(s, self.shape, context) for s in shapes]
+        return [self._merged(s) for s in shapes]
+
+    def _merged(self, shape: tuple) -> tuple:
+        end = self.axis + len(self.sizes)
+        return (*shape[:self.axis], int(np.prod(shape[self.axis:end], dtype=np.int64)), *shape[end:])
 
     @property
     def reverse_op(self):
-        return _Unreshape(self)
+        return _SplitAxis(self)
 
 
-class _Unreshape(Op):
-    """Back from a Reshape: the canonical shape is the scheme's with its leading or trailing axes merged as
-    they were; the row's canonical shape tells them, so the planner passes it as context["canonical"]."""
-
-    def __init__(self, reshape: Reshape):
-        self.reshape = reshape
+class _SplitAxis(Op):
+    def __init__(self, merge: MergeAxes):
+        self.merge = merge
 
     def apply(self, parts, context):
-        return [np.ascontiguousarray(p).reshape(context["canonical"]) for p in parts]
+        return [np.ascontiguousarray(p).reshape(self._split(p.shape, context)) for p in parts]
 
     def apply_shape(self, shapes, context):
-        return [tuple(context["canonical"]) for _ in shapes]
+        return [self._split(s, context) for s in shapes]
+
+    def _split(self, shape: tuple, context: dict) -> tuple:
+        axis, length = self.merge.axis, shape[self.merge.axis]
+        sizes = [evaluate(e, context.get("config", {})) if e != -1 else -1 for e in self.merge.sizes]
+        known = int(np.prod([s for s in sizes if s not in (-1, None)], dtype=np.int64))
+        if None in sizes or not known or length % known or (-1 not in sizes and known != length):
+            raise ModelportError(f"cannot split an axis of {length} into ({', '.join(map(str, self.merge.sizes))})")
+        sizes = [length // known if s == -1 else s for s in sizes]
+        return (*shape[:axis], *sizes, *shape[axis + 1:])
 
     @property
     def reverse_op(self):
-        return self.reshape
-
-
-def _reshaped(shape: tuple, target: tuple, context: dict) -> tuple:
-    config = context.get("config", {})
-    sizes = [evaluate(e, config) if e != -1 else -1 for e in target]
-    if None in sizes:
-        raise ModelportError(f"cannot reshape {list(shape)} to ({', '.join(map(str, target))}): the config lacks "
-                             "a size")
-    total = int(np.prod(shape, dtype=np.int64))
-    if -1 in sizes:
-        known = int(np.prod([s for s in sizes if s != -1], dtype=np.int64))
-        sizes[sizes.index(-1)] = total // known if known else 0
-    if int(np.prod(sizes, dtype=np.int64)) != total:
-        raise ModelportError(f"cannot reshape {list(shape)} to {sizes}")
-    return tuple(sizes)
+        return self.merge
 
 
 class Copies(Op):
@@ -269,6 +275,18 @@ def files_scheme(scheme: str) -> str:
     return SIDE_FILES.get(scheme, scheme)
 
 
+def add_scheme(rows: list[Row], scheme: str, names: dict[str, str | tuple[str, Sequence[Op]]]) -> None:
+    """Give rows their names in one more scheme, from a table kept apart from the rows (a whole other layout,
+    KerasHub's): canonical pattern text -> the name, or (the name, the ops from that scheme to canonical)."""
+    by_canonical = {row.hf.text: row for row in rows}
+    for canonical, entry in names.items():
+        name, ops = (entry, ()) if isinstance(entry, str) else entry
+        row = by_canonical[canonical]
+        row.names[scheme] = (Pattern(name),)
+        if ops:
+            row.ops[scheme] = tuple(ops)
+
+
 def _tf_names(tf: str | dict[str, str], scheme: str) -> dict[str, str]:
     return dict(tf) if isinstance(tf, dict) else {scheme: tf}
 
@@ -316,6 +334,19 @@ class PositionTable:
     tensor: str
     config_field: str
     reserved: int = 0
+
+
+@dataclass(frozen=True)
+class KerasHub:
+    """How KerasHub holds an architecture (--to keras): its backbone and tokenizer classes (dotted paths), the
+    modelport subclass of the backbone that computes what the config says (--exact), and the backbone's inputs
+    and outputs under the names transformers' base model gives them (to measure what the backbone computes)."""
+
+    backbone: str
+    exact: str
+    tokenizer: str
+    inputs: dict[str, str]  # KerasHub input -> transformers input (input_ids, token_type_ids, attention_mask)
+    outputs: dict[str, str]  # KerasHub output -> transformers base-model output
 
 
 @dataclass
@@ -366,6 +397,11 @@ class Mapping:
     optional_ties: dict[str, str] = field(default_factory=dict)  # canonical tensor -> the tensor it equals when
     # the model ties them: an HF checkpoint saving the tie twice holds it equal (dropped), an untied one differs
     vocab_tensors: dict[str, int] = field(default_factory=dict)  # canonical tensor -> its vocabulary axis
+    h5_copies: dict[str, str] = field(default_factory=dict)  # tf_model.h5: layer -> the name prefix of another
+    # layer's variables it holds copies of (Keras 2 saves a tied head with the embeddings it reads)
+    keras: KerasHub | None = None  # the KerasHub backbone of this architecture (--to keras)
+    omitted: dict[str, tuple[str, ...]] = field(default_factory=dict)  # scheme -> parts that layout has no place
+    # for (a KerasHub backbone has no pretraining heads): left out, with a note
 
     def __post_init__(self):
         self._skip = [re.compile(p) for p in OPTIMIZER_PATTERNS + self.skip]

@@ -9,13 +9,15 @@ Each rank holds a part of every tensor (see mappings/parallel.py for how the par
 from __future__ import annotations
 
 from modelport.errors import ModelportError
-from modelport.mappings.base import TRANSPOSE, Mapping, ModelClass, PositionTable, Row
+from modelport.mappings.base import TRANSPOSE, Mapping, MergeAxes, ModelClass, PositionTable, Row
 from modelport.mappings.parallel import REPLICATED, Concat, MergeFusedQKV
 
 RANK_PREFIX = "mp_rank_{rank:02}/"
 LAYER = "transformer.h.{layer}"
 MEGATRON_LAYER = RANK_PREFIX + "transformer.layers.{layer}"
 BERT4KERAS_LAYER = "gpt/transformer/layer_{layer}"
+H5_LAYER = "transformer/h_._{layer}"  # transformers 4.x's TFGPT2MainLayer (tf_model.h5), Conv1D kernels [in, out]
+H5_BIAS = {"keras_h5": [MergeAxes(0, 1, -1)]}  # its Conv1D biases are [1, n]
 
 VOCAB_PARALLEL = Concat(0, "vocab_size")
 COLUMN_PARALLEL_FFN = Concat(0, "n_inner")  # dense_h_to_4h: rows cut
@@ -24,39 +26,52 @@ ROW_PARALLEL_FFN = Concat(1, "n_inner")  # dense_4h_to_h: columns cut
 FUSED_QKV = MergeFusedQKV("n_head")
 
 
-def layer_norm(hf: str, megatron: str, bert4keras: str) -> list[Row]:
+def layer_norm(hf: str, megatron: str, bert4keras: str, h5: str) -> list[Row]:
     return [Row(f"{hf}.{hf_name}", shape=("n_embd",), megatron=f"{megatron}.{hf_name}", ops={"megatron": [REPLICATED]},
-                tf1=f"{bert4keras}/{tf_name}") for hf_name, tf_name in (("weight", "gamma"), ("bias", "beta"))]
+                tf1=f"{bert4keras}/{tf_name}", keras_h5=f"{h5}/{tf_name}")
+            for hf_name, tf_name in (("weight", "gamma"), ("bias", "beta"))]
 
 
 ROWS = [
     Row("transformer.wte.weight", shape=("vocab_size", "n_embd"), megatron=RANK_PREFIX + "word_embeddings.weight",
-        ops={"megatron": [VOCAB_PARALLEL]}, tf1="gpt/embeddings/word_embeddings"),
+        ops={"megatron": [VOCAB_PARALLEL]}, tf1="gpt/embeddings/word_embeddings",
+        keras_h5="transformer/wte/embeddings"),
     Row("transformer.wpe.weight", shape=("n_positions", "n_embd"), megatron=RANK_PREFIX + "position_embeddings.weight",
-        ops={"megatron": [REPLICATED]}, tf1="gpt/embeddings/position_embeddings"),
-    *layer_norm(f"{LAYER}.ln_1", f"{MEGATRON_LAYER}.input_layernorm", f"{BERT4KERAS_LAYER}/attention/input/LayerNorm"),
+        ops={"megatron": [REPLICATED]}, tf1="gpt/embeddings/position_embeddings",
+        keras_h5="transformer/wpe/embeddings"),
+    *layer_norm(f"{LAYER}.ln_1", f"{MEGATRON_LAYER}.input_layernorm", f"{BERT4KERAS_LAYER}/attention/input/LayerNorm",
+                f"{H5_LAYER}/ln_1"),
     Row(f"{LAYER}.attn.c_attn.weight", shape=("n_embd", "3*n_embd"),
         megatron=f"{MEGATRON_LAYER}.attention.query_key_value.weight",
         tf1=tuple(f"{BERT4KERAS_LAYER}/attention/self/{part}/kernel" for part in ("query", "key", "value")),
+        keras_h5=f"{H5_LAYER}/attn/c_attn/weight",
         ops={"megatron": [FUSED_QKV, TRANSPOSE], "tf1": [Concat(1, "3*n_embd", parts=3)]}),
     Row(f"{LAYER}.attn.c_attn.bias", shape=("3*n_embd",), megatron=f"{MEGATRON_LAYER}.attention.query_key_value.bias",
         tf1=tuple(f"{BERT4KERAS_LAYER}/attention/self/{part}/bias" for part in ("query", "key", "value")),
-        ops={"megatron": [FUSED_QKV], "tf1": [Concat(0, "3*n_embd", parts=3)]}),
+        keras_h5=f"{H5_LAYER}/attn/c_attn/bias",
+        ops={"megatron": [FUSED_QKV], "tf1": [Concat(0, "3*n_embd", parts=3)], **H5_BIAS}),
     Row(f"{LAYER}.attn.c_proj.weight", shape=("n_embd", "n_embd"), megatron=f"{MEGATRON_LAYER}.attention.dense.weight",
-        ops={"megatron": [ROW_PARALLEL_ATTENTION, TRANSPOSE]}, tf1=f"{BERT4KERAS_LAYER}/attention/output/dense/kernel"),
+        ops={"megatron": [ROW_PARALLEL_ATTENTION, TRANSPOSE]}, tf1=f"{BERT4KERAS_LAYER}/attention/output/dense/kernel",
+        keras_h5=f"{H5_LAYER}/attn/c_proj/weight"),
     Row(f"{LAYER}.attn.c_proj.bias", shape=("n_embd",), megatron=f"{MEGATRON_LAYER}.attention.dense.bias",
-        ops={"megatron": [REPLICATED]}, tf1=f"{BERT4KERAS_LAYER}/attention/output/dense/bias"),
-    *layer_norm(f"{LAYER}.ln_2", f"{MEGATRON_LAYER}.post_attention_layernorm", f"{BERT4KERAS_LAYER}/input/LayerNorm"),
+        ops={"megatron": [REPLICATED], **H5_BIAS}, tf1=f"{BERT4KERAS_LAYER}/attention/output/dense/bias",
+        keras_h5=f"{H5_LAYER}/attn/c_proj/bias"),
+    *layer_norm(f"{LAYER}.ln_2", f"{MEGATRON_LAYER}.post_attention_layernorm", f"{BERT4KERAS_LAYER}/input/LayerNorm",
+                f"{H5_LAYER}/ln_2"),
     Row(f"{LAYER}.mlp.c_fc.weight", shape=("n_embd", "n_inner"), megatron=f"{MEGATRON_LAYER}.mlp.dense_h_to_4h.weight",
-        ops={"megatron": [COLUMN_PARALLEL_FFN, TRANSPOSE]}, tf1=f"{BERT4KERAS_LAYER}/intermediate/dense/kernel"),
+        ops={"megatron": [COLUMN_PARALLEL_FFN, TRANSPOSE]}, tf1=f"{BERT4KERAS_LAYER}/intermediate/dense/kernel",
+        keras_h5=f"{H5_LAYER}/mlp/c_fc/weight"),
     Row(f"{LAYER}.mlp.c_fc.bias", shape=("n_inner",), megatron=f"{MEGATRON_LAYER}.mlp.dense_h_to_4h.bias",
-        ops={"megatron": [COLUMN_PARALLEL_FFN]}, tf1=f"{BERT4KERAS_LAYER}/intermediate/dense/bias"),
+        ops={"megatron": [COLUMN_PARALLEL_FFN], **H5_BIAS}, tf1=f"{BERT4KERAS_LAYER}/intermediate/dense/bias",
+        keras_h5=f"{H5_LAYER}/mlp/c_fc/bias"),
     Row(f"{LAYER}.mlp.c_proj.weight", shape=("n_inner", "n_embd"),
         megatron=f"{MEGATRON_LAYER}.mlp.dense_4h_to_h.weight", ops={"megatron": [ROW_PARALLEL_FFN, TRANSPOSE]},
-        tf1=f"{BERT4KERAS_LAYER}/output/dense/kernel"),
+        tf1=f"{BERT4KERAS_LAYER}/output/dense/kernel", keras_h5=f"{H5_LAYER}/mlp/c_proj/weight"),
     Row(f"{LAYER}.mlp.c_proj.bias", shape=("n_embd",), megatron=f"{MEGATRON_LAYER}.mlp.dense_4h_to_h.bias",
-        ops={"megatron": [REPLICATED]}, tf1=f"{BERT4KERAS_LAYER}/output/dense/bias"),
-    *layer_norm("transformer.ln_f", RANK_PREFIX + "transformer.final_layernorm", "gpt/output/LayerNorm"),
+        ops={"megatron": [REPLICATED], **H5_BIAS}, tf1=f"{BERT4KERAS_LAYER}/output/dense/bias",
+        keras_h5=f"{H5_LAYER}/mlp/c_proj/bias"),
+    *layer_norm("transformer.ln_f", RANK_PREFIX + "transformer.final_layernorm", "gpt/output/LayerNorm",
+                "transformer/ln_f"),
 ]
 
 EOD = 7  # `<eod>` in CPM's chinese_vocab.model: the document separator, GPT-2's <|endoftext|>
@@ -110,7 +125,8 @@ MAPPING = Mapping(
     counts={"layer": "n_layer"},
     tied={"lm_head.weight": "transformer.wte.weight"},
     buffers=["transformer.h.{layer}.attn.bias", "transformer.h.{layer}.attn.masked_bias"],
-    formats={"safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"), "megatron": ("megatron", "megatron")},
+    formats={"safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"), "megatron": ("megatron", "megatron"),
+             "keras-h5": ("keras_h5", "keras_h5")},
     config_files={"hf": "config.json", "megatron": "megatron_args.json", "tf1": "config.json"},
     config_to_hf=config_to_hf,
     config_from_hf=config_from_hf,

@@ -24,42 +24,58 @@ LAYER_NORM_EPS = 1e-12  # tf.contrib.layers.layer_norm's
 
 
 def encoder_rows(scope: str) -> list[Row]:
-    """The embeddings (always `electra/embeddings`), the projection and the BERT-style encoder under `scope`."""
-    layer, tf_layer = "electra.encoder.layer.{layer}", f"{scope}/encoder/layer_{{layer}}"
+    """The embeddings (always `electra/embeddings`), the projection and the BERT-style encoder under `scope`;
+    transformers' TF weights (tf_model.h5) hold either network under `electra/`."""
+    layer = "electra.encoder.layer.{layer}"
+
+    def sub(name: str) -> dict[str, str]:
+        return {"tf1": f"{scope}/encoder/layer_{{layer}}/{name}",
+                "keras_h5": f"electra/encoder/layer_._{{layer}}/{name}"}
+
     return [
         Row("electra.embeddings.word_embeddings.weight", shape=("vocab_size", "embedding_size"),
-            tf1="electra/embeddings/word_embeddings"),
+            tf1="electra/embeddings/word_embeddings", keras_h5="electra/embeddings/word_embeddings/weight"),
         Row("electra.embeddings.position_embeddings.weight", shape=("max_position_embeddings", "embedding_size"),
-            tf1="electra/embeddings/position_embeddings"),
+            tf1="electra/embeddings/position_embeddings", keras_h5="electra/embeddings/position_embeddings/embeddings"),
         Row("electra.embeddings.token_type_embeddings.weight", shape=("type_vocab_size", "embedding_size"),
-            tf1="electra/embeddings/token_type_embeddings"),
-        *layer_norm("electra.embeddings.LayerNorm", "electra/embeddings/LayerNorm", "embedding_size"),
+            tf1="electra/embeddings/token_type_embeddings",
+            keras_h5="electra/embeddings/token_type_embeddings/embeddings"),
+        *layer_norm("electra.embeddings.LayerNorm", same("electra/embeddings/LayerNorm"), "embedding_size"),
         # Only when embedding_size differs from hidden_size, in both codes.
-        *dense("electra.embeddings_project", f"{scope}/embeddings_project", "embedding_size", "hidden_size",
-               part="project"),
-        *dense(f"{layer}.attention.self.query", f"{tf_layer}/attention/self/query", "hidden_size", "hidden_size"),
-        *dense(f"{layer}.attention.self.key", f"{tf_layer}/attention/self/key", "hidden_size", "hidden_size"),
-        *dense(f"{layer}.attention.self.value", f"{tf_layer}/attention/self/value", "hidden_size", "hidden_size"),
-        *dense(f"{layer}.attention.output.dense", f"{tf_layer}/attention/output/dense", "hidden_size", "hidden_size"),
-        *layer_norm(f"{layer}.attention.output.LayerNorm", f"{tf_layer}/attention/output/LayerNorm", "hidden_size"),
-        *dense(f"{layer}.intermediate.dense", f"{tf_layer}/intermediate/dense", "hidden_size", "intermediate_size"),
-        *dense(f"{layer}.output.dense", f"{tf_layer}/output/dense", "intermediate_size", "hidden_size"),
-        *layer_norm(f"{layer}.output.LayerNorm", f"{tf_layer}/output/LayerNorm", "hidden_size"),
+        *dense("electra.embeddings_project", {"tf1": f"{scope}/embeddings_project",
+                                              "keras_h5": "electra/embeddings_project"},
+               "embedding_size", "hidden_size", part="project"),
+        *dense(f"{layer}.attention.self.query", sub("attention/self/query"), "hidden_size", "hidden_size"),
+        *dense(f"{layer}.attention.self.key", sub("attention/self/key"), "hidden_size", "hidden_size"),
+        *dense(f"{layer}.attention.self.value", sub("attention/self/value"), "hidden_size", "hidden_size"),
+        *dense(f"{layer}.attention.output.dense", sub("attention/output/dense"), "hidden_size", "hidden_size"),
+        *layer_norm(f"{layer}.attention.output.LayerNorm", sub("attention/output/LayerNorm"), "hidden_size"),
+        *dense(f"{layer}.intermediate.dense", sub("intermediate/dense"), "hidden_size", "intermediate_size"),
+        *dense(f"{layer}.output.dense", sub("output/dense"), "intermediate_size", "hidden_size"),
+        *layer_norm(f"{layer}.output.LayerNorm", sub("output/LayerNorm"), "hidden_size"),
     ]
+
+
+def same(name: str) -> dict[str, str]:
+    return {"tf1": name, "keras_h5": name}
 
 
 DISCRIMINATOR_ROWS = [
     *encoder_rows("electra"),
-    *dense("discriminator_predictions.dense", "discriminator_predictions/dense", "hidden_size", "hidden_size",
+    *dense("discriminator_predictions.dense", same("discriminator_predictions/dense"), "hidden_size", "hidden_size",
            part="head"),
-    *dense("discriminator_predictions.dense_prediction", "discriminator_predictions/dense_1", "hidden_size", 1,
-           part="head"),
+    *dense("discriminator_predictions.dense_prediction", {"tf1": "discriminator_predictions/dense_1",
+                                                          "keras_h5": "discriminator_predictions/dense_prediction"},
+           "hidden_size", 1, part="head"),
 ]
 GENERATOR_ROWS = [
     *encoder_rows("generator"),
-    *dense("generator_predictions.dense", "generator_predictions/dense", "hidden_size", "embedding_size", part="head"),
-    *layer_norm("generator_predictions.LayerNorm", "generator_predictions/LayerNorm", "embedding_size", part="head"),
-    Row("generator_lm_head.bias", shape=("vocab_size",), part="head", tf1="generator_predictions/output_bias"),
+    *dense("generator_predictions.dense", same("generator_predictions/dense"), "hidden_size", "embedding_size",
+           part="head"),
+    *layer_norm("generator_predictions.LayerNorm", same("generator_predictions/LayerNorm"), "embedding_size",
+                part="head"),
+    Row("generator_lm_head.bias", shape=("vocab_size",), part="head", tf1="generator_predictions/output_bias",
+        keras_h5="generator_lm_head/bias"),
 ]
 
 
@@ -157,7 +173,8 @@ SHARED = dict(
     counts={"layer": "num_hidden_layers"},
     buffers=["electra.embeddings.position_ids", "electra.embeddings.token_type_ids"],
     skip=[r"temperature"],
-    formats={"tf": ("tf1", "tf1"), "safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf")},
+    formats={"tf": ("tf1", "tf1"), "safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"),
+             "keras-h5": ("keras_h5", "keras_h5")},
     config_files={"tf1": "hparams.json", "hf": "config.json"},
     checkpoint_names={"tf1": "model.ckpt"},
     defaults={"tf1": {"hidden_act": "gelu", "layer_norm_eps": LAYER_NORM_EPS}},
@@ -184,6 +201,7 @@ GENERATOR_MAPPING = Mapping(
     classes=[ModelClass.of("ElectraForMaskedLM", "base", "head", optional=["project"]),
              ModelClass.of("ElectraModel", "base", bare=True, optional=["project"])],
     tied={"generator_lm_head.weight": "electra.embeddings.word_embeddings.weight"},
+    h5_copies={"generator_lm_head": "electra/embeddings/"},
     variant=GENERATOR,
     config_to_hf=hparams_reader(generator_config),
     config_from_hf=hparams_writer(GENERATOR),

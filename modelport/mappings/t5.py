@@ -23,63 +23,78 @@ MESH_RELATIVE_MAX_DISTANCE = 128  # hard-coded in Mesh TF's _relative_position_b
 
 
 def mesh_row(hf: str, mesh: str, shape: tuple, part: str = "base", transpose: bool = False,
-             rms: str | None = None) -> Row:
-    """One tensor under both Mesh TF namings (they differ only for norms)."""
+             rms: str | None = None, h5: str | None = None, h5_transpose: bool | None = None) -> Row:
+    """One tensor under both Mesh TF namings (they differ only for norms) and, as `h5`, its name in
+    transformers 4.x's TF weights (tf_model.h5; transposed as Mesh TF's unless `h5_transpose` says)."""
     names = {"mesh_tf": mesh, "mesh_tf_rms": rms or mesh}
     ops = {scheme: [TRANSPOSE] for scheme in names} if transpose else {}
+    if h5:
+        names["keras_h5"] = h5
+        if transpose if h5_transpose is None else h5_transpose:
+            ops["keras_h5"] = [TRANSPOSE]
     return Row(hf, shape=shape, part=part, ops=ops, **names)
 
 
-def attention(hf: str, mesh: str) -> list[Row]:
+def attention(hf: str, mesh: str, h5: str) -> list[Row]:
     """Bias-free projections; Mesh TF's combined heads make q/k/v [d_model, heads*d_kv], o the reverse."""
-    return [*(mesh_row(f"{hf}.{n}.weight", f"{mesh}/{n}", (ATTENTION_WIDTH, "d_model"), transpose=True) for n in "qkv"),
-            mesh_row(f"{hf}.o.weight", f"{mesh}/o", ("d_model", ATTENTION_WIDTH), transpose=True)]
+    return [*(mesh_row(f"{hf}.{n}.weight", f"{mesh}/{n}", (ATTENTION_WIDTH, "d_model"), transpose=True,
+                       h5=f"{h5}/{n}/kernel") for n in "qkv"),
+            mesh_row(f"{hf}.o.weight", f"{mesh}/o", ("d_model", ATTENTION_WIDTH), transpose=True, h5=f"{h5}/o/kernel")]
 
 
-def norm(hf: str, mesh: str) -> Row:
+def norm(hf: str, mesh: str, h5: str) -> Row:
     """An RMS norm's scale: `<sublayer>/layer_norm/scale` (legacy) or `<sublayer>/rms_norm/scale`."""
-    return mesh_row(f"{hf}.layer_norm.weight", f"{mesh}/layer_norm/scale", ("d_model",), rms=f"{mesh}/rms_norm/scale")
+    return mesh_row(f"{hf}.layer_norm.weight", f"{mesh}/layer_norm/scale", ("d_model",), rms=f"{mesh}/rms_norm/scale",
+                    h5=f"{h5}/layer_norm/weight")
 
 
-def feed_forward(hf: str, mesh: str) -> list[Row]:
+def feed_forward(hf: str, mesh: str, h5: str) -> list[Row]:
     """`wi` (one activation) or `wi_0`/`wi_1` (Mesh TF's dense_product of an activation and a linear map)."""
-    return [mesh_row(f"{hf}.wi.weight", f"{mesh}/wi/kernel", ("d_ff", "d_model"), "plain_ffn", transpose=True),
-            mesh_row(f"{hf}.wi_0.weight", f"{mesh}/wi_0/kernel", ("d_ff", "d_model"), "gated_ffn", transpose=True),
-            mesh_row(f"{hf}.wi_1.weight", f"{mesh}/wi_1/kernel", ("d_ff", "d_model"), "gated_ffn", transpose=True),
-            mesh_row(f"{hf}.wo.weight", f"{mesh}/wo/kernel", ("d_model", "d_ff"), transpose=True)]
+    return [mesh_row(f"{hf}.{n}.weight", f"{mesh}/{n}/kernel", shape, part, transpose=True, h5=f"{h5}/{n}/kernel")
+            for n, shape, part in (("wi", ("d_ff", "d_model"), "plain_ffn"), ("wi_0", ("d_ff", "d_model"), "gated_ffn"),
+                                   ("wi_1", ("d_ff", "d_model"), "gated_ffn"), ("wo", ("d_model", "d_ff"), "base"))]
 
 
 def relative_bias(stack: str) -> Row:
+    """Mesh TF's [heads, buckets]; transformers' TF embedding is torch's [buckets, heads]."""
     return mesh_row(f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
                     f"{stack}/block_000/layer_000/SelfAttention/relative_attention_bias",
-                    ("relative_attention_num_buckets", "num_heads"), transpose=True)
+                    ("relative_attention_num_buckets", "num_heads"), transpose=True,
+                    h5=f"{stack}/block_._0/layer_._0/SelfAttention/relative_attention_bias/embeddings",
+                    h5_transpose=False)
 
 
 def final_norm(stack: str) -> Row:
     return mesh_row(f"{stack}.final_layer_norm.weight", f"{stack}/final_layer_norm/scale", ("d_model",),
-                    rms=f"{stack}/rms_norm/scale")
+                    rms=f"{stack}/rms_norm/scale", h5=f"{stack}/final_layer_norm/weight")
 
 
 ENCODER, MESH_ENCODER = "encoder.block.{layer}.layer", "encoder/block_{layer:03}"
 DECODER, MESH_DECODER = "decoder.block.{decoder_layer}.layer", "decoder/block_{decoder_layer:03}"
+H5_ENCODER, H5_DECODER = "encoder/block_._{layer}/layer_._", "decoder/block_._{decoder_layer}/layer_._"
 
 ROWS = [
-    mesh_row("shared.weight", "shared/embedding", ("vocab_size", "d_model")),
-    *attention(f"{ENCODER}.0.SelfAttention", f"{MESH_ENCODER}/layer_000/SelfAttention"),
+    # transformers' TF T5 keeps the embedding as `shared/shared/embeddings`, read without its first part.
+    mesh_row("shared.weight", "shared/embedding", ("vocab_size", "d_model"), h5="shared/embeddings"),
+    *attention(f"{ENCODER}.0.SelfAttention", f"{MESH_ENCODER}/layer_000/SelfAttention", f"{H5_ENCODER}0/SelfAttention"),
     relative_bias("encoder"),
-    norm(f"{ENCODER}.0", f"{MESH_ENCODER}/layer_000"),
-    *feed_forward(f"{ENCODER}.1.DenseReluDense", f"{MESH_ENCODER}/layer_001/DenseReluDense"),
-    norm(f"{ENCODER}.1", f"{MESH_ENCODER}/layer_001"),
+    norm(f"{ENCODER}.0", f"{MESH_ENCODER}/layer_000", f"{H5_ENCODER}0"),
+    *feed_forward(f"{ENCODER}.1.DenseReluDense", f"{MESH_ENCODER}/layer_001/DenseReluDense",
+                  f"{H5_ENCODER}1/DenseReluDense"),
+    norm(f"{ENCODER}.1", f"{MESH_ENCODER}/layer_001", f"{H5_ENCODER}1"),
     final_norm("encoder"),
-    *attention(f"{DECODER}.0.SelfAttention", f"{MESH_DECODER}/layer_000/SelfAttention"),
+    *attention(f"{DECODER}.0.SelfAttention", f"{MESH_DECODER}/layer_000/SelfAttention", f"{H5_DECODER}0/SelfAttention"),
     relative_bias("decoder"),
-    norm(f"{DECODER}.0", f"{MESH_DECODER}/layer_000"),
-    *attention(f"{DECODER}.1.EncDecAttention", f"{MESH_DECODER}/layer_001/EncDecAttention"),
-    norm(f"{DECODER}.1", f"{MESH_DECODER}/layer_001"),
-    *feed_forward(f"{DECODER}.2.DenseReluDense", f"{MESH_DECODER}/layer_002/DenseReluDense"),
-    norm(f"{DECODER}.2", f"{MESH_DECODER}/layer_002"),
+    norm(f"{DECODER}.0", f"{MESH_DECODER}/layer_000", f"{H5_DECODER}0"),
+    *attention(f"{DECODER}.1.EncDecAttention", f"{MESH_DECODER}/layer_001/EncDecAttention",
+               f"{H5_DECODER}1/EncDecAttention"),
+    norm(f"{DECODER}.1", f"{MESH_DECODER}/layer_001", f"{H5_DECODER}1"),
+    *feed_forward(f"{DECODER}.2.DenseReluDense", f"{MESH_DECODER}/layer_002/DenseReluDense",
+                  f"{H5_DECODER}2/DenseReluDense"),
+    norm(f"{DECODER}.2", f"{MESH_DECODER}/layer_002", f"{H5_DECODER}2"),
     final_norm("decoder"),
-    mesh_row("lm_head.weight", "decoder/logits/kernel", ("vocab_size", "d_model"), "lm_head", transpose=True),
+    mesh_row("lm_head.weight", "decoder/logits/kernel", ("vocab_size", "d_model"), "lm_head", transpose=True,
+             h5="lm_head/kernel"),
 ]
 
 
@@ -215,7 +230,8 @@ def t5_family(arch: str, model_type: str, classes: list[ModelClass]) -> Mapping:
         optional_ties={"lm_head.weight": "shared.weight"},
         # An unused weight older transformers versions saved (Mesh TF has no such bias); transformers ignores it.
         buffers=["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"],
-        formats={"tf": ("tf1", "mesh_tf"), "safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf")},
+        formats={"tf": ("tf1", "mesh_tf"), "safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"),
+                 "keras-h5": ("keras_h5", "keras_h5")},
         config_files={"mesh_tf": GIN, "mesh_tf_rms": GIN, "hf": "config.json"},
         checkpoint_names={"mesh_tf": "model.ckpt-0", "mesh_tf_rms": "model.ckpt-0"},
         config_to_hf=config_to_hf,
@@ -224,6 +240,7 @@ def t5_family(arch: str, model_type: str, classes: list[ModelClass]) -> Mapping:
         tokenizer="t5",
         structure_config=structure_config,
         vocab_tensors={"shared.weight": 0, "lm_head.weight": 0},
+        h5_copies={"encoder": "shared/", "decoder": "shared/"},
     )
 
 

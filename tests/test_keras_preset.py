@@ -1,0 +1,188 @@
+"""transformers <-> KerasHub presets (--to keras), checked by running KerasHub itself: its backbone on the preset
+modelport writes must compute what transformers computes on the same weights, except where KerasHub's
+backbone hard-codes something else (BERT's tanh GELU for an erf-GELU model), which the conversion must say,
+with the deviation it measured; --strict refuses, --exact writes a backbone that computes the model's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np
+import pytest
+
+import modelport
+from conftest import make_hf_bert, vocabulary
+from modelport.errors import ModelportError
+
+keras_hub = pytest.importorskip("keras_hub")
+keras = pytest.importorskip("keras")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+ATOL = 1e-4  # KerasHub computes attention and LayerNorm in other orders than torch does
+TANH, ERF = "gelu_new", "gelu"
+DEVIATION = "KerasHub's BertBackbone computes hidden_act='gelu_new' where the model has 'gelu'"
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    """transformers BERTs saved by save_pretrained (with their tokenizer), one per GELU."""
+    root = tmp_path_factory.mktemp("hf")
+    return {act: make_hf_bert(root / act, hidden_act=act, seed=3) for act in (TANH, ERF)}
+
+
+@pytest.fixture(scope="module")
+def presets(sources, tmp_path_factory) -> dict[tuple[str, bool], tuple[Path, modelport.api.ConversionReport]]:
+    root = tmp_path_factory.mktemp("keras")
+    return {(act, exact): (root / f"{act}-{exact}",
+                           modelport.convert("bert", sources[act], "keras", root / f"{act}-{exact}", exact=exact))
+            for act in (TANH, ERF) for exact in (False, True)}
+
+
+def batch(seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 99, size=(2, 11)), rng.integers(0, 2, size=(2, 11))
+
+
+def keras_outputs(preset: Path) -> dict[str, np.ndarray]:
+    ids, segments = batch()
+    backbone = keras_hub.models.Backbone.from_preset(str(preset))
+    outputs = backbone({"token_ids": ids, "segment_ids": segments, "padding_mask": np.ones_like(ids)})
+    return {key: keras.ops.convert_to_numpy(value) for key, value in outputs.items()}
+
+
+def transformers_outputs(folder: Path) -> dict[str, np.ndarray]:
+    ids, segments = batch()
+    model = transformers.BertModel.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        outputs = model(input_ids=torch.from_numpy(ids), token_type_ids=torch.from_numpy(segments))
+    return {"sequence_output": outputs.last_hidden_state.numpy(), "pooled_output": outputs.pooler_output.numpy()}
+
+
+def largest_difference(preset: Path, source: Path) -> float:
+    actual, expected = keras_outputs(preset), transformers_outputs(source)
+    return max(float(np.abs(actual[key] - expected[key]).max()) for key in expected)
+
+
+@pytest.mark.parametrize("act, exact", [(TANH, False), (TANH, True), (ERF, True)])
+def test_keras_hub_computes_what_transformers_computes(sources, presets, act, exact):
+    preset, _ = presets[(act, exact)]
+    assert largest_difference(preset, sources[act]) < ATOL
+    backbone = json.loads((preset / "config.json").read_text())
+    assert backbone["registered_name"] == ("modelport>ExactBertBackbone" if exact else "keras_hub>BertBackbone")
+
+
+def test_erf_model_in_keras_hubs_backbone_deviates_and_says_so(sources, presets):
+    """The parity check can fail: KerasHub's own BertBackbone (tanh GELU) on an erf-GELU model."""
+    preset, report = presets[(ERF, False)]
+    measured = largest_difference(preset, sources[ERF])
+    assert measured > 2 * ATOL
+    [note] = [n for n in report.notes if DEVIATION in n]
+    stated = float(note.split("by up to ")[1].split(" ")[0])
+    assert stated > 2 * ATOL and "--exact" in note and "--strict" in note
+
+
+@pytest.mark.parametrize("act, exact", [(TANH, False), (TANH, True), (ERF, True)])
+def test_no_deviation_note_when_the_backbone_computes_the_model(presets, act, exact):
+    _, report = presets[(act, exact)]
+    assert not [n for n in report.notes if "KerasHub's" in n]
+    assert "left out the mlm, nsp part(s): --to keras has no place for them" in report.notes
+
+
+def test_strict_refuses_a_deviating_backbone(sources, tmp_path):
+    with pytest.raises(ModelportError, match=f"{DEVIATION}: on a fixed input its outputs differ .* --exact"):
+        modelport.convert("bert", sources[ERF], "keras", tmp_path / "strict", strict=True)
+    assert not (tmp_path / "strict").exists()
+    modelport.convert("bert", sources[TANH], "keras", tmp_path / "agrees", strict=True)
+    assert (tmp_path / "agrees" / "model.weights.h5").is_file()
+
+
+def test_preset_layout_is_what_keras_hub_saves(presets, tmp_path):
+    """The weights file holds exactly the datasets, shapes and dtypes KerasHub's own save_to_preset writes for
+    a BertBackbone of the same config."""
+    import h5py
+
+    preset, _ = presets[(TANH, False)]
+    config = json.loads((preset / "config.json").read_text())["config"]
+    reference = keras_hub.models.BertBackbone(**{k: v for k, v in config.items() if k not in ("name", "trainable",
+                                                                                              "dtype")})
+    reference.save_to_preset(str(tmp_path / "reference"))
+
+    def datasets(path: Path) -> dict[str, tuple]:
+        found = {}
+        with h5py.File(path, "r") as handle:
+            handle.visititems(lambda name, item: found.update({name: (item.shape, item.dtype)})
+                              if hasattr(item, "shape") else None)
+        return found
+
+    assert datasets(preset / "model.weights.h5") == datasets(tmp_path / "reference" / "model.weights.h5")
+
+
+def test_round_trip_is_bit_exact(sources, presets, tmp_path):
+    """KerasHub -> transformers: the exact preset gives back the source's tensors and activation; the plain one
+    the same tensors, described as what it computes (the tanh GELU)."""
+    from safetensors.numpy import load_file
+
+    original = load_file(sources[ERF] / "model.safetensors")
+    for exact, activation in ((True, ERF), (False, TANH)):
+        out = tmp_path / f"back-{exact}"
+        report = modelport.convert("bert", presets[(ERF, exact)][0], "safetensors", out)
+        assert report.model_class == "BertModel"
+        back = load_file(out / "model.safetensors")
+        assert len(back) == 39
+        for name, value in back.items():
+            assert value.dtype == original[f"bert.{name}"].dtype
+            assert value.tobytes() == original[f"bert.{name}"].tobytes(), name
+        assert json.loads((out / "config.json").read_text())["hidden_act"] == activation
+        assert json.loads((out / "tokenizer_config.json").read_text())["do_lower_case"] is True
+
+
+def test_tokenizer_travels(sources, presets):
+    preset, _ = presets[(ERF, True)]
+    assert (preset / "assets" / "tokenizer" / "vocabulary.txt").read_text().splitlines() == vocabulary(99)
+    text = "Hello world, the model ports"
+    expected = transformers.BertTokenizer.from_pretrained(sources[ERF])(text, add_special_tokens=False)["input_ids"]
+    tokenizer = keras_hub.models.Tokenizer.from_preset(str(preset))
+    assert keras.ops.convert_to_numpy(tokenizer(text)).tolist() == expected
+
+
+def test_exact_preset_loads_with_keras_hub_task_classes(presets):
+    preset, _ = presets[(ERF, True)]
+    classifier = keras_hub.models.TextClassifier.from_preset(str(preset), num_classes=3)
+    assert type(classifier.backbone).__name__ == "ExactBertBackbone"
+    assert classifier.backbone.hidden_act == ERF
+
+
+def test_inspect_detects_a_preset(presets):
+    result = modelport.inspect(presets[(TANH, False)][0])
+    assert (result["format"], result["arch"], result["layout"]) == ("keras", "bert", "keras")
+    actions = {t["name"]: t["action"] for t in result["tensors"]}
+    assert actions["layers/transformer_encoder_1/_self_attention_layer/key_dense/vars/0"] == \
+        "-> bert.encoder.layer.1.attention.self.key.weight"
+
+
+def test_a_checkpoint_without_the_pooler_is_refused(tmp_path):
+    source = make_hf_bert(tmp_path / "mlm", model_class="BertForMaskedLM")
+    with pytest.raises(ModelportError, match="BertBackbone holds the pooler, which the checkpoint lacks"):
+        modelport.convert("bert", source, "keras", tmp_path / "out")
+
+
+def test_cli_says_so_on_stderr(sources, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "modelport", "convert", "bert", sources[ERF], "--to", "keras",
+                               *map(str, args)], capture_output=True, text=True, timeout=300)
+
+    warned = run("-o", tmp_path / "plain", "--quiet")
+    assert warned.returncode == 0, warned.stderr
+    assert f"note: {DEVIATION}: on a fixed input its outputs differ from the model's by up to" in warned.stderr
+    refused = run("-o", tmp_path / "strict", "--strict")
+    assert refused.returncode == 1 and f"error: {DEVIATION}" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "strict").exists()
+    wrong = run("-o", tmp_path / "h5", "--exact", "--to", "keras-h5")
+    assert wrong.returncode == 1 and "error: --exact applies to --to keras" in wrong.stderr
