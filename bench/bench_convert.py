@@ -26,6 +26,9 @@ import numpy as np
 from modelport.converters.base import TensorInfo
 from modelport.converters.tf1 import TF1Writer
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+from make_tiny_bert import google_bert_shapes  # noqa: E402
+
 SHAPES = {
     "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
     "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
@@ -42,43 +45,13 @@ model.save_pretrained(sys.argv[2])
 """
 
 
-def google_bert_specs(config: dict) -> dict[str, TensorInfo]:
-    h, ff, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
-    specs = {"bert/embeddings/word_embeddings": (config["vocab_size"], h),
-             "bert/embeddings/position_embeddings": (config["max_position_embeddings"], h),
-             "bert/embeddings/token_type_embeddings": (2, h)}
-
-    def dense(name, n_in, n_out):
-        specs.update({f"{name}/kernel": (n_in, n_out), f"{name}/bias": (n_out,)})
-
-    def norm(name):
-        specs.update({f"{name}/gamma": (h,), f"{name}/beta": (h,)})
-
-    norm("bert/embeddings/LayerNorm")
-    for i in range(layers):
-        p = f"bert/encoder/layer_{i}"
-        for part in ("query", "key", "value"):
-            dense(f"{p}/attention/self/{part}", h, h)
-        dense(f"{p}/attention/output/dense", h, h)
-        norm(f"{p}/attention/output/LayerNorm")
-        dense(f"{p}/intermediate/dense", h, ff)
-        dense(f"{p}/output/dense", ff, h)
-        norm(f"{p}/output/LayerNorm")
-    dense("bert/pooler/dense", h, h)
-    dense("cls/predictions/transform/dense", h, h)
-    norm("cls/predictions/transform/LayerNorm")
-    specs.update({"cls/predictions/output_bias": (config["vocab_size"],),
-                  "cls/seq_relationship/output_weights": (2, h), "cls/seq_relationship/output_bias": (2,)})
-    return {name: TensorInfo(shape, np.dtype(np.float32)) for name, shape in specs.items()}
-
-
 def make_checkpoint(folder: Path, config: dict) -> Path:
     """Written tensor by tensor: the generator never holds the model either."""
     if (folder / "bert_config.json").is_file():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    specs = google_bert_specs(config)
+    specs = {name: TensorInfo(shape, np.dtype(np.float32)) for name, shape in google_bert_shapes(config).items()}
     writer = TF1Writer(folder, specs, prefix="bert_model.ckpt")
     for name, info in specs.items():
         writer.write(name, rng.standard_normal(info.shape, dtype=np.float32) * 0.02)

@@ -20,24 +20,21 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ["the", "a", "model", "port", "convert", "##s", "##ing", "##ed", "中", "文", "模", "型", "转", "换", "你", "好"]
 
 
-def google_bert(config: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def google_bert_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Every weight of Google's BERT release by its TF1 name, with its shape (kernels are [in, out])."""
     h, ff = config["hidden_size"], config["intermediate_size"]
-    tensors: dict[str, np.ndarray] = {}
-
-    def add(name, *shape, mean=0.0):
-        tensors[name] = (mean + rng.normal(0, 0.05, size=shape)).astype(np.float32)
+    shapes: dict[str, tuple[int, ...]] = {
+        "bert/embeddings/word_embeddings": (config["vocab_size"], h),
+        "bert/embeddings/position_embeddings": (config["max_position_embeddings"], h),
+        "bert/embeddings/token_type_embeddings": (config["type_vocab_size"], h),
+    }
 
     def dense(name, n_in, n_out):
-        add(f"{name}/kernel", n_in, n_out)
-        add(f"{name}/bias", n_out)
+        shapes.update({f"{name}/kernel": (n_in, n_out), f"{name}/bias": (n_out,)})
 
     def norm(name):
-        add(f"{name}/gamma", h, mean=1.0)
-        add(f"{name}/beta", h)
+        shapes.update({f"{name}/gamma": (h,), f"{name}/beta": (h,)})
 
-    add("bert/embeddings/word_embeddings", config["vocab_size"], h)
-    add("bert/embeddings/position_embeddings", config["max_position_embeddings"], h)
-    add("bert/embeddings/token_type_embeddings", config["type_vocab_size"], h)
     norm("bert/embeddings/LayerNorm")
     for i in range(config["num_hidden_layers"]):
         layer = f"bert/encoder/layer_{i}"
@@ -51,10 +48,15 @@ def google_bert(config: dict, rng: np.random.Generator) -> dict[str, np.ndarray]
     dense("bert/pooler/dense", h, h)
     dense("cls/predictions/transform/dense", h, h)
     norm("cls/predictions/transform/LayerNorm")
-    add("cls/predictions/output_bias", config["vocab_size"])
-    add("cls/seq_relationship/output_weights", 2, h)
-    add("cls/seq_relationship/output_bias", 2)
-    return tensors
+    shapes.update({"cls/predictions/output_bias": (config["vocab_size"],),
+                   "cls/seq_relationship/output_weights": (2, h), "cls/seq_relationship/output_bias": (2,)})
+    return shapes
+
+
+def google_bert(config: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random weights (LayerNorm gammas around 1)."""
+    return {name: ((1.0 if name.endswith("gamma") else 0.0) + rng.normal(0, 0.05, size=shape)).astype(np.float32)
+            for name, shape in google_bert_shapes(config).items()}
 
 
 def main(folder: Path = Path(__file__).parent / "tiny_bert_tf1") -> None:
