@@ -23,7 +23,7 @@ from modelport.converters.pruning import Pruning, count_corpus, read_ids
 from modelport.converters.tokenizers import carry_tokenizer, open_vocabulary
 from modelport.errors import ModelportError
 from modelport.mappings import MAPPINGS, get_mapping
-from modelport.mappings.base import CANONICAL, RANK, files_scheme
+from modelport.mappings.base import CANONICAL, FILLED, RANK, files_scheme
 from modelport.record import SourceDigests, conversion_record, record_verification, write_record
 
 DEFAULT_SHARD_SIZE = "5GB"
@@ -183,6 +183,8 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
             notes.append(pruning)
         out_dtype = engine.output_dtype(plan, dtype)
         context = {"config": hf, "ranks": ranks or plan.ranks or mapping.ranks}
+        if target_format == "keras":
+            keras_preset.check_layout(mapping, hf, plan.parts)
         steps, specs = engine.target_layout(plan, target_scheme, model_class, out_dtype, context)
         others = _other_parts(stack, mapping, with_parts or {}, target_scheme, out_dtype, context, allow_unmapped)
         jobs, specs = engine.combine([(plan, steps, specs, context), *others])
@@ -195,10 +197,15 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
                 if others else mapping.config_from_hf(target_scheme, hf)
             notes += warnings
         if target_format == "keras":
-            written = keras_preset.preset_config(mapping, written, hf, out_dtype, exact, plan.parts)
+            written = keras_preset.preset_config(mapping, written, hf, out_dtype, exact)
         left_out = sorted(set(mapping.omitted.get(target_scheme, ())) & plan.parts)
         if left_out:
             notes.append(f"left out the {', '.join(left_out)} part(s): --to {to} has no place for them")
+        notes += list(dict.fromkeys(filler.note for filler in mapping.fillers.get(target_scheme, ())))
+        filled = [source for source, kind, _ in plan.aliases if kind == FILLED]
+        if filled:
+            notes.append(f"left out {', '.join(filled)}, which the {plan.scheme} layout holds and the {mapping.arch} "
+                         "model lacks")
         notes += [f"left out the {variant}'s tensors (--part {variant} converts it)"
                   for variant in dict.fromkeys(v for _, v in plan.elsewhere) if variant not in (with_parts or {})]
         notes += [f"skipped {len(reader.extras)} entries that are not weights: {', '.join(reader.extras[:6])}"] \
@@ -223,7 +230,9 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
             notes += result.notes
             files += [config_name, *result.files]
             if target_format == "keras":
-                files += keras_preset.write_tokenizer(staging, mapping, result.settings) if result.settings else []
+                files += keras_preset.write_tokenizer(staging, mapping, result.settings, result.keras_tokenizer) \
+                    if result.settings else []
+                files += keras_preset.write_task(staging, mapping, written, exact, plan.parts)
                 notes += _keras_deviation(plan, hf, staging, strict, exact)
             files.append(write_record(staging, conversion_record(plan, model_class.name, target_format, target_scheme,
                                                                  dtype_name(out_dtype), digests.result(),
@@ -237,18 +246,23 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
 
 
 def _keras_deviation(plan: engine.Plan, hf: dict, preset: Path, strict: bool, exact: bool) -> list[str]:
-    """What KerasHub's backbone computes differently from the model, with the deviation measured on the preset
-    just written; an error with --strict, nothing with --exact (its backbone computes the model's)."""
-    found = keras_preset.differences(plan.mapping, hf)
-    if not found or exact:
-        return []
-    measured = keras_preset.deviation(plan, hf, preset, plan.mapping)
-    message = keras_preset.describe(plan.mapping, found) + (
-        f": on a fixed input its outputs differ from the model's by up to {measured:.2g}" if measured is not None
-        else " (the deviation was not measured: that needs keras-hub, torch and transformers)")
-    if strict:
-        raise ModelportError(f"{message}; --exact writes modelport's backbone, which computes the model's")
-    return [f"{message} (--exact writes modelport's backbone, which computes the model's; --strict refuses)"]
+    """What KerasHub's backbone (and the task's head, when written) computes differently from the model, with the
+    deviation measured on the preset just written; an error with --strict, nothing with --exact (modelport's
+    backbone and task compute the model's)."""
+    notes = []
+    for what, fixed, measure in keras_preset.checks(plan.mapping, plan.parts):
+        found = keras_preset.differences(fixed, hf)
+        if not found or exact:
+            continue
+        measured = measure(plan, hf, preset)
+        message = keras_preset.describe(what, found) + (
+            f": on a fixed input its outputs differ from the model's by up to {measured:.2g}" if measured is not None
+            else " (the deviation was not measured: that needs keras-hub, torch and transformers)")
+        if strict:
+            raise ModelportError(f"{message}; --exact writes modelport's KerasHub classes, which compute the model's")
+        notes.append(f"{message} (--exact writes modelport's KerasHub classes, which compute the model's; --strict "
+                     "refuses)")
+    return notes
 
 
 def _refuse_unknown(plan: engine.Plan, allow_unmapped: bool) -> None:
@@ -262,10 +276,11 @@ def _other_parts(stack: contextlib.ExitStack, mapping, with_parts: dict[str, str
                  dtype: np.dtype, context: dict, allow_unmapped: bool) -> list[tuple]:
     """The networks given beside SRC (--with generator=DIR), each planned as (plan, steps, specs, context)
     to be written into the same checkpoint."""
-    if with_parts and (not mapping.merge_configs or files_scheme(scheme) == CANONICAL):
+    if with_parts and (not mapping.merge_configs or files_scheme(scheme) in (CANONICAL, "keras")):
         raise ModelportError(f"--with: {mapping.arch} has no parts that one checkpoint holds together"
                              if not mapping.merge_configs else
-                             "--with: one transformers folder holds one network; --to tf writes parts together")
+                             "--with: one transformers folder or KerasHub preset holds one network; --to tf writes "
+                             "parts together")
     others = []
     for variant, path in with_parts.items():
         if variant == mapping.variant:

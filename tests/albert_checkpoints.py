@@ -142,17 +142,17 @@ def make_albert_zh(folder: Path, config: dict = TINY_ALBERT_ZH, *, seed: int = 0
 
 
 def make_hf_albert(folder: Path, model_class: str = "AlbertForPreTraining", hidden_act: str = "gelu_new",
-                   seed: int = 0) -> Path:
+                   seed: int = 0, **sizes) -> Path:
     """A transformers ALBERT with random weights (LayerNorms moved off 1/0), saved by save_pretrained, with
-    an AlbertTokenizer (spiece.model)."""
+    an AlbertTokenizer (spiece.model); `sizes` override config fields."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    config = transformers.AlbertConfig(vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=4,
-                                       num_hidden_groups=2, inner_group_num=2, num_attention_heads=4,
-                                       intermediate_size=37, max_position_embeddings=64, hidden_act=hidden_act,
-                                       initializer_range=0.2)
+    config = transformers.AlbertConfig(**{**dict(vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=4,
+                                                 num_hidden_groups=2, inner_group_num=2, num_attention_heads=4,
+                                                 intermediate_size=37, max_position_embeddings=64,
+                                                 hidden_act=hidden_act, initializer_range=0.2), **sizes})
     model = getattr(transformers, model_class)(config).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -172,14 +172,14 @@ def mesh_reference_config(gated: bool) -> dict:
 
 
 def make_hf_t5(folder: Path, model_type: str = "mt5", *, gated: bool = True, tied: bool = False,
-               seed: int = 0) -> Path:
+               seed: int = 0, **sizes) -> Path:
     """A transformers model with random weights saved by save_pretrained, with the spiece.model and
-    tokenizer_config.json Hub repositories carry."""
+    tokenizer_config.json Hub repositories carry; `sizes` override SIZES."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    fields = dict(SIZES, feed_forward_proj="gated-gelu" if gated else "relu", tie_word_embeddings=tied)
+    fields = dict(SIZES, **sizes, feed_forward_proj="gated-gelu" if gated else "relu", tie_word_embeddings=tied)
     config_class, model_class = (("MT5Config", "MT5ForConditionalGeneration") if model_type == "mt5"
                                  else ("T5Config", "T5ForConditionalGeneration"))
     model = getattr(transformers, model_class)(getattr(transformers, config_class)(**fields)).eval()

@@ -252,12 +252,13 @@ def test_repartition_two_ranks_to_four(tmp_path):
 
 
 def make_hf_cpm(folder: Path, seed: int = 0, **sizes) -> Path:
-    """A GPT2LMHeadModel shaped like CPM, with random weights, saved by transformers."""
+    """A GPT2LMHeadModel shaped like CPM, with random weights, saved by transformers; `sizes` override config
+    fields."""
     import transformers
 
     torch.manual_seed(seed)
-    config = transformers.GPT2Config(**{**TINY_CPM, **sizes}, activation_function="gelu_new", layer_norm_epsilon=1e-5,
-                                     bos_token_id=7, eos_token_id=7)
+    config = transformers.GPT2Config(**{"activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+                                        "bos_token_id": 7, "eos_token_id": 7, **TINY_CPM, **sizes})
     model = transformers.GPT2LMHeadModel(config).eval()
     with torch.no_grad():  # move the LayerNorms and biases off 1/0 so that a swap shows
         for name, param in model.named_parameters():

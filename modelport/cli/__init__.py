@@ -53,9 +53,11 @@ ALPHA_HELP = "The hierarchical method's alpha, in (0, 1)."
 PART_HELP = ("Of a checkpoint holding several networks (electra: discriminator, generator), the one to use "
              "(default: the one it holds alone, else the discriminator).")
 STRICT_HELP = ("--to keras: refuse when KerasHub's backbone computes something the model does not (its BERT "
-               "family's tanh GELU for an erf-GELU model) instead of noting the measured deviation.")
-EXACT_HELP = ("--to keras: write modelport's subclass of the backbone, which takes the activation and LayerNorm "
-              "epsilon from the config (loads after `import modelport`).")
+               "family's tanh GELU for an erf-GELU model, T5's largest bucketed distance) instead of noting the "
+               "measured deviation.")
+EXACT_HELP = ("--to keras: write modelport's subclass of the backbone, which takes what KerasHub's hard-codes "
+              "(activation, LayerNorm epsilon, T5's largest distance) from the config (loads after `import "
+              "modelport`).")
 WITH_HELP = "PART=DIR: add that part's checkpoint, written into the same output (e.g. --with generator=DIR)."
 
 

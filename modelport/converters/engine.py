@@ -16,8 +16,8 @@ from modelport.converters.configs import read_config
 from modelport.converters.positions import check_extension, describe as describe_extension, extend_table
 from modelport.errors import ModelportError
 from modelport.mappings import MAPPINGS
-from modelport.mappings.base import (CANONICAL, RANK, Mapping, Match, ModelClass, RankMismatch, Row, evaluate,
-                                     files_scheme)
+from modelport.mappings.base import (CANONICAL, FILLED, RANK, Filler, Mapping, Match, ModelClass, RankMismatch, Row,
+                                     evaluate, files_scheme)
 
 
 @dataclass
@@ -81,9 +81,10 @@ def plan_source(mapping: Mapping, reader: Reader, schemes: list[str] | None = No
     if hits < len(weights) / 2:
         raise ModelportError(f"{reader.path}: does not look like a {mapping.arch} checkpoint: it looks like {describe(reader)}")
     plan = Plan(mapping, scheme, reader)
+    hint = source_config(plan)[0] if mapping.needs_config(scheme) else None  # names that depend on the config
     parts: dict[str, tuple[Match, dict[int, str]]] = {}
     for name in names:
-        match = mapping.match(scheme, name)
+        match = mapping.match(scheme, name, hint)
         if match is not None:
             parts.setdefault(match.canonical, (match, {}))[1][match.index] = name
         elif mapping.is_training_state(name):
@@ -111,6 +112,8 @@ def plan_source(mapping: Mapping, reader: Reader, schemes: list[str] | None = No
         plan.tensors[canonical] = Planned(canonical, match.row, match.values, sources,
                                           TensorInfo(tuple(shapes[0]), reader.infos[sources[0]].dtype))
     _drop_saved_ties(plan)
+    if hint is not None:
+        _drop_fillers(plan, hint)
     return plan
 
 
@@ -196,6 +199,17 @@ def resolve_config(plan: Plan, shipped: dict, override: dict) -> dict:
                                  f"{list(expected)} ({', '.join(map(str, planned.row.shape))})")
     _plan_constants(plan, config)
     return config
+
+
+def _drop_fillers(plan: Plan, config: dict) -> None:
+    """A filler that a row's name also matches is the filler when the config names it so: KerasHub ELECTRA's
+    pooled_dense is `dense`, the name of the embedding projection, in a backbone without one."""
+    for filler in plan.mapping.fillers.get(plan.scheme, ()):
+        target = filler.target(config)
+        for canonical, planned in list(plan.tensors.items()):
+            if target in planned.sources:
+                del plan.tensors[canonical]
+                plan.aliases.append((target, FILLED, ""))
 
 
 def _plan_constants(plan: Plan, config: dict) -> None:
@@ -324,8 +338,9 @@ def cast(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 @dataclass
 class Step:
-    planned: Planned
+    planned: Planned | None
     targets: list[str]
+    filler: Filler | None = None  # a tensor only the target scheme holds, made from the config (no planned one)
 
 
 def target_layout(plan: Plan, scheme: str, model_class: ModelClass, dtype: np.dtype,
@@ -343,7 +358,7 @@ def target_layout(plan: Plan, scheme: str, model_class: ModelClass, dtype: np.dt
         patterns = planned.row.names.get(scheme)
         if not patterns:
             raise ModelportError(f"{planned.canonical} has no name in the {scheme} layout")
-        targets = [p.format({**planned.values, RANK: rank}) for p in patterns
+        targets = [p.format({**context["config"], **planned.values, RANK: rank}) for p in patterns
                    for rank in (range(context["ranks"]) if RANK in p.variables else [0])]
         if strip:
             targets = [t[len(strip):] if t.startswith(strip) else t for t in targets]
@@ -356,6 +371,12 @@ def target_layout(plan: Plan, scheme: str, model_class: ModelClass, dtype: np.dt
                 raise ModelportError(f"{planned.canonical} and another tensor are both {target} in the {scheme} layout")
             specs[target] = TensorInfo(tuple(shape), kept)
         steps.append(Step(planned, targets))
+    for filler in plan.mapping.fillers.get(scheme, ()):
+        target = filler.target(context["config"])
+        if target in specs:
+            raise ModelportError(f"{target} is both a tensor of the model and one only the {scheme} layout holds")
+        specs[target] = TensorInfo(tuple(evaluate(e, context["config"]) for e in filler.shape), dtype)
+        steps.append(Step(None, [target], filler))
     return steps, specs
 
 
@@ -402,9 +423,12 @@ def combine(parts: list[tuple[Plan, list[Step], dict[str, TensorInfo], dict]]
 def stream(plan: Plan, steps: list[Step], writer: Writer, scheme: str, dtype: np.dtype, context: dict,
            advance: Callable[[int], None] = lambda n: None) -> None:
     for step in steps:
-        parts = [cast(build(plan, step.planned, context), dtype)]
-        for op in step.planned.row.from_canonical(scheme):
-            parts = op.apply(parts, context)
+        if step.filler:
+            parts = [cast(step.filler.make(context["config"]), dtype)]
+        else:
+            parts = [cast(build(plan, step.planned, context), dtype)]
+            for op in step.planned.row.from_canonical(scheme):
+                parts = op.apply(parts, context)
         for target, part in zip(step.targets, parts, strict=True):
             writer.write(target, part)
             advance(part.nbytes)

@@ -28,17 +28,21 @@ def load_model(plan: engine.Plan, config: dict):
     fields = {k: v for k, v in config.items() if k not in engine.RECOMPUTED_FIELDS}
     model = getattr(transformers, model_class.name)(transformers.AutoConfig.for_model(plan.mapping.model_type, **fields))
     strip = plan.mapping.base_prefix if model_class.bare else ""
-    state = {}
+    state, optional = {}, set()
     for name, planned in plan.tensors.items():
         array = engine.build(plan, planned, {"config": config})
         array = array.astype(np.float32) if is_floating(array.dtype) else array
-        state[name[len(strip):] if strip and name.startswith(strip) else name] = torch.from_numpy(np.array(array))
+        key = name[len(strip):] if strip and name.startswith(strip) else name
+        state[key] = torch.from_numpy(np.array(array))
+        if planned.row.part in model_class.optional:
+            optional.add(key)
     ties = model.get_expanded_tied_weights_keys(all_submodels=True)
     for target in ties:
         if target in state:  # saved on its own (an untied head): its own parameter, not the one it may be tied to
             module, _, name = target.rpartition(".")
             setattr(model.get_submodule(module), name, torch.nn.Parameter(torch.empty_like(state[target])))
     missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [u for u in unexpected if u not in optional]  # an optional part the class ignores (a pooler)
     untied = [m for m in missing if m not in ties and plan.mapping.alias_of("hf", m) is None]
     if untied or unexpected:
         raise RuntimeError(f"transformers' {model_class.name} does not match: missing {untied}, unexpected {unexpected}")

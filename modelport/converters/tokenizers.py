@@ -20,6 +20,7 @@ class TokenizerResult:
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # a KerasHub tokenizer's arguments (its tokenizer.json)
+    keras_tokenizer: str = ""  # the KerasHub tokenizer class reading these files, when not the architecture's
 
 
 def _wordpiece_vocab(path: Path) -> list[str]:
@@ -81,6 +82,23 @@ def _keras_setting(preset: Path, key: str):
 
 
 KERAS_VOCABULARY = "assets/tokenizer/vocabulary.txt"  # a KerasHub preset's vocabulary
+KERAS_SENTENCEPIECE = "assets/tokenizer/vocabulary.spm"  # a KerasHub preset's sentencepiece model
+# A KerasHub SentencePieceTokenizer's arguments (its model is the asset above).
+KERAS_SENTENCEPIECE_SETTINGS = {"proto": None, "sequence_length": None, "add_bos": False, "add_eos": False}
+# A KerasHub WordPieceTokenizer's arguments as its save_to_preset writes them (its vocabulary is the asset above).
+KERAS_WORDPIECE_SETTINGS = {"vocabulary": None, "sequence_length": None, "split": True, "suffix_indicator": "##",
+                            "oov_token": BERT_SPECIALS["unk_token"], "special_tokens": None,
+                            "special_tokens_in_strings": False}
+KERAS_BERT_TOKENIZER = "keras_hub.src.models.bert.bert_tokenizer.BertTokenizer"
+
+
+def write_keras_sentencepiece(out_dir: Path, model: bytes, tokenizer: str = "") -> TokenizerResult:
+    """A sentencepiece model as a KerasHub preset's tokenizer asset (`tokenizer`: its KerasHub class, when not
+    the architecture's)."""
+    (out_dir / KERAS_SENTENCEPIECE).parent.mkdir(parents=True, exist_ok=True)
+    (out_dir / KERAS_SENTENCEPIECE).write_bytes(model)
+    return TokenizerResult(files=[KERAS_SENTENCEPIECE], settings=dict(KERAS_SENTENCEPIECE_SETTINGS),
+                           keras_tokenizer=tokenizer)
 WORDPIECE_NAMES = ["vocab.txt", KERAS_VOCABULARY, "tokenizer.json"]
 
 
@@ -100,7 +118,7 @@ def wordpiece(source_dir: Path, explicit: Path | None, out_dir: Path, scheme: st
     if scheme == "keras":  # KerasHub's WordPiece tokenizers: uncased ones strip accents, as transformers' do
         (out_dir / KERAS_VOCABULARY).parent.mkdir(parents=True, exist_ok=True)
         (out_dir / KERAS_VOCABULARY).write_text("\n".join(vocab) + "\n", encoding="utf-8")
-        result = TokenizerResult(files=[KERAS_VOCABULARY], settings={"lowercase": lowercase,
+        result = TokenizerResult(files=[KERAS_VOCABULARY], settings={**KERAS_WORDPIECE_SETTINGS, "lowercase": lowercase,
                                                                      "strip_accents": lowercase})
     else:
         (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
@@ -127,7 +145,7 @@ def cpm_sentencepiece(source_dir: Path, explicit: Path | None, out_dir: Path, sc
     """CPM's sentencepiece model. For transformers it travels with tokenization_cpm_jieba.py (loaded with
     trust_remote_code=True), which runs CPM's jieba and U+2582/U+2583 steps: transformers 5's CpmTokenizer
     no longer does, and no built-in tokenizer can."""
-    found = _find(explicit, source_dir, CPM_MODEL_NAMES)
+    found = _find(explicit, source_dir, CPM_MODEL_NAMES + [KERAS_SENTENCEPIECE])
     if found is None:
         return TokenizerResult(notes=[f"no tokenizer: {source_dir} has no chinese_vocab.model (CPM-Generate keeps it "
                                       "in bpe_3w_new/): the output has weights and config only; pass --tokenizer "
@@ -153,6 +171,14 @@ def cpm_sentencepiece(source_dir: Path, explicit: Path | None, out_dir: Path, sc
         if stated is not None and (key not in specials or stated != processor.piece_to_id(piece)):
             where = f"at {processor.piece_to_id(piece)}" if key in specials else "nowhere"
             result.notes.append(f"the config's {key}_id is {stated}, but {found.name} has {piece} {where}")
+    if scheme == "keras":
+        keras = write_keras_sentencepiece(out_dir, model)
+        keras.notes = result.notes + [
+            "KerasHub has no tokenizer for CPM: the preset's is KerasHub's SentencePieceTokenizer over CPM's "
+            "sentencepiece model, which does not run CPM's jieba word segmentation nor turn spaces and newlines "
+            "into U+2582 and U+2583: give it text prepared so (words joined by spaces), as "
+            f"{CPM_TOKENIZER_CODE} does"]
+        return keras
     if scheme != "hf":
         (out_dir / CPM_MODEL_NAMES[0]).write_bytes(model)
         result.files.append(CPM_MODEL_NAMES[0])
@@ -201,7 +227,7 @@ def t5_sentencepiece(source_dir: Path, explicit: Path | None, out_dir: Path, sch
                      lowercase: bool | None) -> TokenizerResult:
     """T5's and mT5's sentencepiece model. T5 appends 100 sentinel ids after its pieces (32000 + 100 of 32128
     rows); mT5's model holds them (250100 pieces of 250112 rows): ids match the embedding rows either way."""
-    found = _find(explicit, source_dir, T5_MODEL_NAMES)
+    found = _find(explicit, source_dir, T5_MODEL_NAMES + [KERAS_SENTENCEPIECE])
     if found is None:
         where = ("has only tokenizer.json (transformers 5 saves no spiece.model)" if (source_dir / "tokenizer.json")
                  .is_file() else "has no spiece.model or sentencepiece.model (Mesh TF releases keep it in a "
@@ -210,6 +236,13 @@ def t5_sentencepiece(source_dir: Path, explicit: Path | None, out_dir: Path, sch
                                       "only; pass --tokenizer PATH (the sentencepiece model) to add it"])
     pieces, rows = len(SentencePieceModel(found)), config.get("vocab_size")
     extra_ids = _t5_extra_ids(found, pieces, rows)
+    if scheme == "keras":
+        result = write_keras_sentencepiece(out_dir, found.read_bytes())
+        if extra_ids:
+            result.notes.append(f"KerasHub's T5Tokenizer knows the sentencepiece model's {pieces} pieces only, not "
+                                f"the {extra_ids} sentinel ids transformers' T5Tokenizer appends (<extra_id_0> is id "
+                                f"{pieces + extra_ids - 1} there)")
+        return result
     result = TokenizerResult(files=_write_t5_tokenizer(out_dir, scheme, found.read_bytes(), extra_ids))
     if rows is not None and pieces + extra_ids < rows:
         result.notes.append(f"the tokenizer has {pieces} pieces and {extra_ids} sentinel ids for {rows} embedding "
@@ -217,8 +250,10 @@ def t5_sentencepiece(source_dir: Path, explicit: Path | None, out_dir: Path, sch
     return result
 
 
-ALBERT_MODEL_NAMES = ["30k-clean.model", "spiece.model"]  # Google's English releases' name, then transformers'
-ALBERT_VOCAB_NAMES = ["vocab.txt", "vocab_chinese.txt", "tokenizer.json"]  # albert_zh's; Google's Chinese releases'
+# Google's English releases' name, then transformers', then a KerasHub preset's
+ALBERT_MODEL_NAMES = ["30k-clean.model", "spiece.model", KERAS_SENTENCEPIECE]
+# albert_zh's; Google's Chinese releases'; a KerasHub preset's (its BertTokenizer)
+ALBERT_VOCAB_NAMES = ["vocab.txt", "vocab_chinese.txt", "tokenizer.json", KERAS_VOCABULARY]
 ALBERT_SPECIALS = {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
                    "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"}
 
@@ -235,17 +270,29 @@ def albert_tokenizer(source_dir: Path, explicit: Path | None, out_dir: Path, sch
     if found.name == "tokenizer.json" and _tokenizer_json_type(found) != "WordPiece":
         return TokenizerResult(notes=[f"no tokenizer: {found} is a sentencepiece tokenizer.json without its "
                                       "spiece.model, which Google's code needs: pass --tokenizer PATH to add it"])
-    if found.suffix != ".model":
-        return wordpiece(source_dir, found, out_dir, scheme, config, lowercase)
+    if found.suffix not in (".model", ".spm"):  # KerasHub's AlbertTokenizer is sentencepiece; its BertTokenizer
+        result = wordpiece(source_dir, found, out_dir, scheme, config, lowercase)
+        if scheme == "keras":
+            result.keras_tokenizer = KERAS_BERT_TOKENIZER
+            result.notes.append(f"{found.name} is a WordPiece vocabulary, which KerasHub's AlbertTokenizer "
+                                "(sentencepiece) cannot read: the preset's tokenizer is KerasHub's BertTokenizer")
+        return result
     pieces, rows = len(SentencePieceModel(found)), config.get("vocab_size")
     if rows is not None and pieces > rows:
         raise ModelportError(f"{found}: {pieces} pieces, but the model has only {rows} embedding rows")
-    if scheme != "hf":
-        (out_dir / ALBERT_MODEL_NAMES[0]).write_bytes(found.read_bytes())
-        return TokenizerResult(files=[ALBERT_MODEL_NAMES[0]])
     if lowercase is None:
         stored = _stored_setting(found, "do_lower_case")
         lowercase = stored if isinstance(stored, bool) else True
+    if scheme == "keras":
+        result = write_keras_sentencepiece(out_dir, found.read_bytes())
+        if lowercase:
+            result.notes.append("KerasHub's AlbertTokenizer runs the sentencepiece model on the text as given: "
+                                "transformers' AlbertTokenizer (do_lower_case) and Google's code lowercase it and "
+                                "strip accents first, so lowercase text before tokenizing")
+        return result
+    if scheme != "hf":
+        (out_dir / ALBERT_MODEL_NAMES[0]).write_bytes(found.read_bytes())
+        return TokenizerResult(files=[ALBERT_MODEL_NAMES[0]])
     (out_dir / "spiece.model").write_bytes(found.read_bytes())
     settings = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": lowercase, "remove_space": True,
                 "keep_accents": False, "model_max_length": config.get("max_position_embeddings", 512),

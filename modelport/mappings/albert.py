@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelport.mappings.base import (TRANSPOSE, Constant, Copies, Mapping, ModelClass, PositionTable, Product, Row,
-                                     dense, layer_norm)
-from modelport.mappings import google
+from modelport.mappings.base import (TRANSPOSE, Constant, Copies, KerasHub, Mapping, ModelClass, PositionTable,
+                                     Product, Row, add_scheme, dense, layer_norm)
+from modelport.mappings import google, keras
 
 GOOGLE, ZH, H5 = "tf1", "albert_zh", "keras_h5"
 LAYER = "albert.encoder.albert_layer_groups.{group}.albert_layers.{inner}"
@@ -106,16 +106,41 @@ ROWS = [
                "sop_classifier/classifier/bias")),
 ]
 
+# KerasHub's AlbertBackbone (a preset's model.weights.h5): no pretraining heads; the tanh GELU and LayerNorm
+# epsilon 1e-12 hard-coded, as in Google's code. It names its TransformerEncoders in creation order, group by
+# group: with one inner layer per group (every release), encoder G is group G.
+add_scheme(ROWS, "keras", {
+    "albert.embeddings.word_embeddings.weight": "layers/reversible_embedding/vars/0",
+    "albert.embeddings.position_embeddings.weight": "layers/position_embedding/vars/0",
+    "albert.embeddings.token_type_embeddings.weight": "layers/embedding/vars/0",
+    "albert.embeddings.LayerNorm.weight": "layers/layer_normalization/vars/0",
+    "albert.embeddings.LayerNorm.bias": "layers/layer_normalization/vars/1",
+    "albert.encoder.embedding_hidden_mapping_in.weight": ("layers/dense/vars/0", [TRANSPOSE]),
+    "albert.encoder.embedding_hidden_mapping_in.bias": "layers/dense/vars/1",
+    **keras.transformer_encoder(LAYER, "layers/transformer_encoder{group:_}", sublayers=keras.ALBERT_SUBLAYERS),
+    "albert.pooler.weight": ("layers/dense_1/vars/0", [TRANSPOSE]),
+    "albert.pooler.bias": "layers/dense_1/vars/1",
+})
+KERAS = KerasHub(backbone="keras_hub.src.models.albert.albert_backbone.AlbertBackbone",
+                 exact="modelport.keras_exact.ExactAlbertBackbone",
+                 tokenizer="keras_hub.src.models.albert.albert_tokenizer.AlbertTokenizer",
+                 inputs={"token_ids": "input_ids", "segment_ids": "token_type_ids", "padding_mask": "attention_mask"},
+                 outputs={"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
+                 constraints=("inner_group_num == 1",),
+                 parts=("base", "pooler"))
+
 GOOGLE_FIELDS = ["attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob", "embedding_size", "hidden_size",
                  "initializer_range", "intermediate_size", "max_position_embeddings", "num_attention_heads",
                  "num_hidden_layers", "num_hidden_groups", "net_structure_type", "gap_size", "num_memory_blocks",
                  "inner_group_num", "down_scale_factor", "type_vocab_size", "vocab_size"]
-CONFIG_FILES = {GOOGLE: "albert_config.json", ZH: "albert_config*.json", "hf": "config.json"}
+CONFIG_FILES = {GOOGLE: "albert_config.json", ZH: "albert_config*.json", "hf": "config.json", "keras": "config.json"}
 
 
 def config_to_hf(scheme: str, raw: dict) -> dict:
     if scheme == "hf":
         return dict(raw)
+    if scheme == "keras":
+        return keras.config_to_hf(keras.ALBERT_FIELDS, raw)
     hf = google.config_to_hf(CONFIG_FILES[scheme], raw)
     if scheme == ZH:
         hf.pop("embedding_size", None)  # the folded table is hidden_size wide: shapes say so
@@ -123,6 +148,8 @@ def config_to_hf(scheme: str, raw: dict) -> dict:
 
 
 def config_from_hf(scheme: str, hf: dict) -> tuple[dict, list[str]]:
+    if scheme == "keras":
+        return keras.config_from_hf(keras.ALBERT_FIELDS, hf), []
     raw, warnings = google.config_from_hf(hf, GOOGLE_FIELDS, "albert_config.json", hf_default_activation="gelu_new")
     if hf.get("embedding_size") == hf.get("hidden_size"):
         warnings.append("embedding_size equals hidden_size: Google's modeling.py then skips "
@@ -146,16 +173,18 @@ MAPPING = Mapping(
           "predictions.decoder.bias": "predictions.bias"},
     buffers=["albert.embeddings.position_ids", "albert.embeddings.token_type_ids"],
     formats={"tf": ("tf1", GOOGLE), "safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"),
-             "albert_zh": ("tf1", ZH), "keras-h5": (H5, H5)},
+             "albert_zh": ("tf1", ZH), "keras-h5": (H5, H5), "keras": ("keras", "keras")},
     config_files=CONFIG_FILES,
     checkpoint_names={GOOGLE: "model.ckpt-best", ZH: "albert_model.ckpt"},
     config_to_hf=config_to_hf,
     config_from_hf=config_from_hf,
-    defaults={GOOGLE: google.DEFAULTS, ZH: google.DEFAULTS},
+    defaults={GOOGLE: google.DEFAULTS, ZH: google.DEFAULTS, "keras": keras.ENCODER_DEFAULTS},
     required_config=("num_attention_heads", "num_hidden_layers"),
     constraints=("hidden_size % num_attention_heads == 0",),
     tokenizer="albert",
     positions=PositionTable("albert.embeddings.position_embeddings.weight", "max_position_embeddings"),
     vocab_tensors={"albert.embeddings.word_embeddings.weight": 0, "predictions.bias": 0},
     h5_copies={"predictions": "albert/embeddings/"},
+    keras=KERAS,
+    omitted={"keras": ("mlm", "sop")},
 )

@@ -33,20 +33,25 @@ OPTIMIZER_PATTERNS = [
     r"(.*/)?(global_step|current_loss_scale|good_steps|loss_scale|beta1_power|beta2_power)$",
 ]
 
-_VARIABLE = re.compile(r"\{(\w+)(?::(0\d+|_))?\}")
+_VARIABLE = re.compile(r"\{(\w+)(?:\+(\w+))?(?::(0\d+|_))?\}")
 KERAS_SUFFIX = "_"  # `{layer:_}`: Keras's unique-name suffix, nothing for 0, `_1`, `_2`, ... after
 
 
 class Pattern:
     """A name with integer variables: `bert/encoder/layer_{layer}/...` matches and formats names (`{layer:03}`
-    zero-pads, `{layer:_}` is Keras's suffix of repeated layer names: `dense`, `dense_1`, ...)."""
+    zero-pads, `{layer:_}` is Keras's suffix of repeated layer names: `dense`, `dense_1`, ...).
+    `{layer+field}` stores the variable offset by a config field (KerasHub numbers T5's decoder layers after
+    its encoder layers): formatting takes the field from the values, matching from `config`, and a variable the
+    values lack counts as 0. `when` (config -> bool) limits the name to some configs (KerasHub's T5 calls both
+    a plain FFN's wi and a gated one's wi_0 `input_projector`): matching with a config checks it."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, when: Callable[[dict], bool] | None = None):
         self.text = text
+        self.when = when
         regex, last = [], 0
         for found in _VARIABLE.finditer(text):
             regex.append(re.escape(text[last:found.start()]))
-            width = found.group(2)
+            width = found.group(3)
             if width == KERAS_SUFFIX:
                 regex.append(f"(?:_(?P<{found.group(1)}>[1-9]\\d*))?")
             else:
@@ -56,16 +61,26 @@ class Pattern:
         regex.append(re.escape(text[last:]))
         self.regex = re.compile("".join(regex))
         self.variables = tuple(found.group(1) for found in _VARIABLE.finditer(text))
+        self.offsets = {found.group(1): found.group(2) for found in _VARIABLE.finditer(text) if found.group(2)}
 
-    def match(self, name: str) -> dict[str, int] | None:
+    def match(self, name: str, config: dict | None = None) -> dict[str, int] | None:
         found = self.regex.fullmatch(name)
-        return None if found is None else {k: int(v or 0) for k, v in found.groupdict().items()}
+        if found is None or (self.when and config is not None and not self.when(config)):
+            return None
+        values = {k: int(v or 0) for k, v in found.groupdict().items()}
+        for variable, offset in self.offsets.items():
+            start = (config or {}).get(offset)
+            if not isinstance(start, int) or values[variable] < start:
+                return None
+            values[variable] -= start
+        return values
 
     def format(self, values: dict[str, int]) -> str:
         def value(m: re.Match) -> str:
-            if m.group(2) == KERAS_SUFFIX:
-                return f"_{values[m.group(1)]}" if values[m.group(1)] else ""
-            return format(values[m.group(1)], m.group(2) or "d")
+            number = values.get(m.group(1), 0) + values[m.group(2)] if m.group(2) else values[m.group(1)]
+            if m.group(3) == KERAS_SUFFIX:
+                return f"_{number}" if number else ""
+            return format(number, m.group(3) or "d")
         return _VARIABLE.sub(value, self.text)
 
 
@@ -275,14 +290,16 @@ def files_scheme(scheme: str) -> str:
     return SIDE_FILES.get(scheme, scheme)
 
 
-def add_scheme(rows: list[Row], scheme: str, names: dict[str, str | tuple[str, Sequence[Op]]]) -> None:
+def add_scheme(rows: list[Row], scheme: str, names: dict[str, str | tuple]) -> None:
     """Give rows their names in one more scheme, from a table kept apart from the rows (a whole other layout,
-    KerasHub's): canonical pattern text -> the name, or (the name, the ops from that scheme to canonical)."""
+    KerasHub's): canonical pattern text -> the name, or (the name, the ops from that scheme to canonical), or
+    (the name, the ops, the condition its Pattern takes as `when`); the name may be a tuple of names when
+    several tensors of the scheme make the canonical one."""
     by_canonical = {row.hf.text: row for row in rows}
     for canonical, entry in names.items():
-        name, ops = (entry, ()) if isinstance(entry, str) else entry
+        name, ops, when = (entry, (), None) if isinstance(entry, str) else (*entry, None)[:3]
         row = by_canonical[canonical]
-        row.names[scheme] = (Pattern(name),)
+        row.names[scheme] = tuple(Pattern(n, when) for n in ((name,) if isinstance(name, str) else name))
         if ops:
             row.ops[scheme] = tuple(ops)
 
@@ -337,6 +354,22 @@ class PositionTable:
 
 
 @dataclass(frozen=True)
+class KerasTask:
+    """A KerasHub task whose head holds a part of the checkpoint (BERT's MLM head: BertMaskedLM), written as the
+    preset's task.json and task.weights.h5 (its names in the keras scheme start with `task/`): the task and
+    preprocessor classes (dotted paths), modelport's task for the exact backbone, what its head hard-codes
+    (under transformers' names), and the transformers outputs its output is (at the masked positions; the first
+    the transformers class has)."""
+
+    task: str
+    exact: str
+    preprocessor: str
+    part: str
+    defaults: dict
+    output: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class KerasHub:
     """How KerasHub holds an architecture (--to keras): its backbone and tokenizer classes (dotted paths), the
     modelport subclass of the backbone that computes what the config says (--exact), and the backbone's inputs
@@ -345,8 +378,41 @@ class KerasHub:
     backbone: str
     exact: str
     tokenizer: str
-    inputs: dict[str, str]  # KerasHub input -> transformers input (input_ids, token_type_ids, attention_mask)
-    outputs: dict[str, str]  # KerasHub output -> transformers base-model output
+    inputs: dict[str, str]  # KerasHub input -> transformers input (input_ids, token_type_ids, attention_mask,
+    # decoder_input_ids, decoder_attention_mask)
+    outputs: dict[str, str]  # KerasHub output -> transformers base-model output (one entry: a single output; a
+    # tuple of hidden states: the last)
+    constraints: tuple[str, ...] = ()  # config expressions the mapping's keras names need to hold
+    parts: tuple[str, ...] = ("base",)  # the parts the backbone holds, which a checkpoint must have
+    task: KerasTask | None = None  # the task holding a head, when the checkpoint has its part
+
+
+FILLED = "not in the model"  # the kind of a filler read from a checkpoint (see Filler)
+
+
+@dataclass(frozen=True)
+class Filler:
+    """A tensor a scheme's network holds and the canonical model lacks (KerasHub ELECTRA's pooled_dense): written
+    as `fill(shape)` (float32, shape from config expressions), left out when read. Its name's variables are
+    config expressions (`variables`): Keras numbers a layer after the layers of its class made before it."""
+
+    name: str
+    shape: tuple[str | int, ...]
+    fill: Callable[[tuple[int, ...]], np.ndarray]
+    note: str  # what the written tensor means, for the conversion's notes
+    variables: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pattern(self) -> Pattern:
+        return Pattern(self.name)
+
+    def target(self, config: dict) -> str | None:
+        """Its name for this config (None when the config cannot tell)."""
+        values = {variable: evaluate(expression, config) for variable, expression in self.variables.items()}
+        return None if None in values.values() else self.pattern.format(values)
+
+    def make(self, config: dict) -> np.ndarray:
+        return self.fill(tuple(evaluate(e, config) for e in self.shape)).astype(np.float32)
 
 
 @dataclass
@@ -402,11 +468,13 @@ class Mapping:
     keras: KerasHub | None = None  # the KerasHub backbone of this architecture (--to keras)
     omitted: dict[str, tuple[str, ...]] = field(default_factory=dict)  # scheme -> parts that layout has no place
     # for (a KerasHub backbone has no pretraining heads): left out, with a note
+    fillers: dict[str, tuple[Filler, ...]] = field(default_factory=dict)  # scheme -> tensors only it holds
 
     def __post_init__(self):
         self._skip = [re.compile(p) for p in OPTIMIZER_PATTERNS + self.skip]
         self._tied = {Pattern(k): Pattern(v) for k, v in self.tied.items()}
         self._buffers = [Pattern(b) for b in self.buffers]
+        self._ordered: dict[str, list[tuple[Row, int, Pattern]]] = {}
 
     @property
     def schemes(self) -> list[str]:
@@ -423,15 +491,30 @@ class Mapping:
             return [name, self.base_prefix + name]
         return [name]
 
-    def match(self, scheme: str, name: str) -> Match | None:
+    def needs_config(self, scheme: str) -> bool:
+        """Whether telling this scheme's names apart needs the config: offsets or conditions (see Pattern), or
+        fillers (whose names depend on it)."""
+        return bool(self.fillers.get(scheme)) or any(pattern.offsets or pattern.when for row in self.rows
+                                                     for pattern in row.names.get(scheme, ()))
+
+    def _patterns(self, scheme: str) -> list[tuple[Row, int, Pattern]]:
+        """The scheme's patterns, offset ones first: they claim their range of indices before a plain pattern
+        matching the same names does (KerasHub's T5 layers past num_layers are decoder layers)."""
+        if scheme not in self._ordered:
+            found = [(row, index, pattern) for row in self.rows
+                     for index, pattern in enumerate(row.names.get(scheme, ()))]
+            self._ordered[scheme] = sorted(found, key=lambda entry: not entry[2].offsets)
+        return self._ordered[scheme]
+
+    def match(self, scheme: str, name: str, config: dict | None = None) -> Match | None:
+        """The row a name of `scheme` is, with its variables (`config`: for patterns with offsets)."""
         for candidate in self._canonical_candidates(scheme, name):
-            for row in self.rows:
-                for index, pattern in enumerate(row.names.get(scheme, ())):
-                    values = pattern.match(candidate)
-                    if values is not None:
-                        if RANK in values:
-                            return Match(row, values, values.pop(RANK), partitioned=True)
-                        return Match(row, {**dict.fromkeys(row.hf.variables, 0), **values}, index)
+            for row, index, pattern in self._patterns(scheme):
+                values = pattern.match(candidate, config)
+                if values is not None:
+                    if RANK in values:
+                        return Match(row, values, values.pop(RANK), partitioned=True)
+                    return Match(row, {**dict.fromkeys(row.hf.variables, 0), **values}, index)
         return None
 
     def variant_of(self, scheme: str, name: str) -> str | None:
@@ -452,9 +535,10 @@ class Mapping:
         return [v for v in self.variants if v in held]
 
     def alias_of(self, scheme: str, name: str) -> tuple[str, str] | None:
-        """For a tied alias or a derived buffer (canonical scheme only): (kind, the tensor it equals or '')."""
+        """For a tied alias or a derived buffer (canonical scheme), or a filler (other schemes): (kind, the tensor
+        it equals or '')."""
         if scheme != CANONICAL:
-            return None
+            return (FILLED, "") if any(f.pattern.match(name) for f in self.fillers.get(scheme, ())) else None
         for candidate in self._canonical_candidates(scheme, name):
             for alias, target in self._tied.items():
                 values = alias.match(candidate)

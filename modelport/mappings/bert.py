@@ -5,8 +5,8 @@ transformers calls `gelu_new`; its bert_config.json says "gelu" for it."""
 from __future__ import annotations
 
 from modelport.mappings import google, keras
-from modelport.mappings.base import (TRANSPOSE, KerasHub, Mapping, ModelClass, PositionTable, Row, add_scheme, dense,
-                                     layer_norm)
+from modelport.mappings.base import (TRANSPOSE, KerasHub, KerasTask, Mapping, ModelClass, PositionTable, Row,
+                                     add_scheme, dense, layer_norm)
 
 LAYER = "bert.encoder.layer.{layer}"
 TF_LAYER = "bert/encoder/layer_{layer}"
@@ -56,8 +56,9 @@ ROWS = [
         keras_h5="nsp___cls/seq_relationship/bias"),
 ]
 
-# KerasHub's BertBackbone (a preset's model.weights.h5): no pretraining heads; it hard-codes the tanh GELU and
-# LayerNorm epsilon 1e-12.
+# KerasHub's BertBackbone (a preset's model.weights.h5): it hard-codes the tanh GELU and LayerNorm epsilon 1e-12.
+# The MLM head is BertMaskedLM's (task.weights.h5), whose decoder is the token embedding, as BERT's is tied; its
+# head hard-codes the erf GELU and LayerNorm epsilon 1e-5. The NSP head has no place.
 add_scheme(ROWS, "keras", {
     "bert.embeddings.word_embeddings.weight": "layers/reversible_embedding/vars/0",
     "bert.embeddings.position_embeddings.weight": "layers/position_embedding/vars/0",
@@ -67,12 +68,24 @@ add_scheme(ROWS, "keras", {
     **keras.transformer_encoder(LAYER, "layers/transformer_encoder{layer:_}"),
     "bert.pooler.dense.weight": ("layers/dense/vars/0", [TRANSPOSE]),
     "bert.pooler.dense.bias": "layers/dense/vars/1",
+    "cls.predictions.transform.dense.weight": ("task/layers/masked_lm_head/_intermediate_dense/vars/0", [TRANSPOSE]),
+    "cls.predictions.transform.dense.bias": "task/layers/masked_lm_head/_intermediate_dense/vars/1",
+    "cls.predictions.transform.LayerNorm.weight": "task/layers/masked_lm_head/_intermediate_layer_norm/vars/0",
+    "cls.predictions.transform.LayerNorm.bias": "task/layers/masked_lm_head/_intermediate_layer_norm/vars/1",
+    "cls.predictions.bias": "task/layers/masked_lm_head/vars/0",
 })
 KERAS = KerasHub(backbone="keras_hub.src.models.bert.bert_backbone.BertBackbone",
                  exact="modelport.keras_exact.ExactBertBackbone",
                  tokenizer="keras_hub.src.models.bert.bert_tokenizer.BertTokenizer",
                  inputs={"token_ids": "input_ids", "segment_ids": "token_type_ids", "padding_mask": "attention_mask"},
-                 outputs={"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"})
+                 outputs={"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
+                 parts=("base", "pooler"),
+                 task=KerasTask(task="keras_hub.src.models.bert.bert_masked_lm.BertMaskedLM",
+                                exact="modelport.keras_exact.ExactBertMaskedLM",
+                                preprocessor="keras_hub.src.models.bert.bert_masked_lm_preprocessor."
+                                             "BertMaskedLMPreprocessor",
+                                part="mlm", defaults={"hidden_act": "gelu", "layer_norm_eps": 1e-5},
+                                output=("prediction_logits", "logits")))
 
 GOOGLE_FIELDS = ["attention_probs_dropout_prob", "directionality", "hidden_act", "hidden_dropout_prob", "hidden_size",
                  "initializer_range", "intermediate_size", "max_position_embeddings", "num_attention_heads",
@@ -98,7 +111,8 @@ MAPPING = Mapping(
     rows=ROWS,
     classes=[
         ModelClass.of("BertForPreTraining", "base", "pooler", "mlm", "nsp"),
-        ModelClass.of("BertForMaskedLM", "base", "mlm"),
+        # A KerasHub BertMaskedLM preset also holds the pooler, which transformers' BertForMaskedLM ignores.
+        ModelClass.of("BertForMaskedLM", "base", "mlm", optional=["pooler"]),
         ModelClass.of("BertForNextSentencePrediction", "base", "pooler", "nsp"),
         ModelClass.of("BertModel", "base", "pooler", bare=True),
     ],
@@ -113,7 +127,7 @@ MAPPING = Mapping(
     checkpoint_names={"tf1": "bert_model.ckpt"},
     config_to_hf=config_to_hf,
     config_from_hf=config_from_hf,
-    defaults={"tf1": google.DEFAULTS, "keras": {"hidden_act": "gelu_new", "layer_norm_eps": 1e-12}},
+    defaults={"tf1": google.DEFAULTS, "keras": keras.ENCODER_DEFAULTS},
     required_config=("num_attention_heads",),
     constraints=("hidden_size % num_attention_heads == 0",),
     tokenizer="wordpiece",
@@ -121,5 +135,5 @@ MAPPING = Mapping(
     vocab_tensors={"bert.embeddings.word_embeddings.weight": 0, "cls.predictions.bias": 0},
     h5_copies={"mlm___cls": "bert/embeddings/"},
     keras=KERAS,
-    omitted={"keras": ("mlm", "nsp")},
+    omitted={"keras": ("nsp",)},
 )

@@ -9,7 +9,8 @@ Each rank holds a part of every tensor (see mappings/parallel.py for how the par
 from __future__ import annotations
 
 from modelport.errors import ModelportError
-from modelport.mappings.base import TRANSPOSE, Mapping, MergeAxes, ModelClass, PositionTable, Row
+from modelport.mappings import keras
+from modelport.mappings.base import TRANSPOSE, KerasHub, Mapping, MergeAxes, ModelClass, PositionTable, Row, add_scheme
 from modelport.mappings.parallel import REPLICATED, Concat, MergeFusedQKV
 
 RANK_PREFIX = "mp_rank_{rank:02}/"
@@ -74,6 +75,21 @@ ROWS = [
                 "transformer/ln_f"),
 ]
 
+# KerasHub's GPT2Backbone (a preset's model.weights.h5): its LM head (GPT2CausalLM) is the token embedding, as
+# CPM's is; it hard-codes the tanh GELU and LayerNorm epsilon 1e-5, as CPM's Megatron code does.
+add_scheme(ROWS, "keras", {
+    "transformer.wte.weight": "layers/reversible_embedding/vars/0",
+    "transformer.wpe.weight": "layers/position_embedding/vars/0",
+    **keras.gpt2_decoder(LAYER, "layers/transformer_decoder{layer:_}"),
+    "transformer.ln_f.weight": "layers/layer_normalization/vars/0",
+    "transformer.ln_f.bias": "layers/layer_normalization/vars/1",
+})
+KERAS = KerasHub(backbone="keras_hub.src.models.gpt2.gpt2_backbone.GPT2Backbone",
+                 exact="modelport.keras_exact.ExactGPT2Backbone",
+                 tokenizer="keras_hub.src.tokenizers.sentence_piece_tokenizer.SentencePieceTokenizer",
+                 inputs={"token_ids": "input_ids", "padding_mask": "attention_mask"},
+                 outputs={"sequence_output": "last_hidden_state"})
+
 EOD = 7  # `<eod>` in CPM's chinese_vocab.model: the document separator, GPT-2's <|endoftext|>
 # What CPM's Megatron code hard-codes or its scripts pass (--num-attention-heads 32); it ships no config file.
 CPM_DEFAULTS = {"n_head": 32, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
@@ -92,28 +108,36 @@ TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")  # transformers' names for Megatr
 def config_to_hf(scheme: str, raw: dict) -> dict:
     if scheme == "hf":
         return dict(raw)
+    if scheme == "keras":  # a preset has no place for the token ids: CPM's
+        return {**keras.config_to_hf(keras.GPT2_FIELDS, raw, exact=keras.GPT2_DEFAULTS), "bos_token_id": EOD,
+                "eos_token_id": EOD}
     fields = MEGATRON_ARGS if scheme == "megatron" else BERT4KERAS_FIELDS
     return {hf: raw[name] for name, hf in fields.items() if raw.get(name) is not None}
 
 
+def token_warnings(hf: dict, where: str) -> list[str]:
+    return [f"{token} {hf[token]} has no place in {where}; converting back assumes CPM's <eod> ({EOD})"
+            for token in ("bos_token_id", "eos_token_id") if hf.get(token) not in (None, EOD)]
+
+
 def config_from_hf(scheme: str, hf: dict) -> tuple[dict, list[str]]:
-    """megatron_args.json; refuses what Megatron's GPT-2 cannot compute."""
+    """megatron_args.json, or a KerasHub GPT2Backbone's arguments; refuses what Megatron's GPT-2 cannot
+    compute."""
+    if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
+        raise ModelportError("the model scales attention scores other than by 1/sqrt(head size), which "
+                             f"{'KerasHub' if scheme == 'keras' else 'Megatron'}'s GPT-2 hard-codes")
+    if scheme == "keras":  # transformers' GPT-2 leaves n_inner unset for 4 * n_embd
+        arguments = keras.config_from_hf(keras.GPT2_FIELDS, {**hf, "n_inner": hf.get("n_inner") or 4 * hf["n_embd"]})
+        return arguments, token_warnings(hf, "a KerasHub preset")
     activation = hf.get("activation_function", "gelu_new")
     if activation not in TANH_GELUS:
         raise ModelportError(f"activation_function {activation!r} has no counterpart in Megatron's GPT-2, which "
                              "hard-codes the tanh GELU (gelu_new)")
-    if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
-        raise ModelportError("the model scales attention scores other than by 1/sqrt(head size), which Megatron's "
-                             "GPT-2 hard-codes")
     raw = {name: hf[field] for name, field in MEGATRON_ARGS.items() if hf.get(field) is not None}
     warnings = []
     if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
         warnings.append(f"n_inner is {hf['n_inner']}; Megatron's GPT-2 hard-codes 4 * hidden_size")
-    for token in ("bos_token_id", "eos_token_id"):
-        if hf.get(token) not in (None, EOD):
-            warnings.append(f"{token} {hf[token]} has no place in megatron_args.json; converting back assumes "
-                            f"CPM's <eod> ({EOD})")
-    return raw, warnings
+    return raw, warnings + token_warnings(hf, "megatron_args.json")
 
 
 MAPPING = Mapping(
@@ -126,14 +150,15 @@ MAPPING = Mapping(
     tied={"lm_head.weight": "transformer.wte.weight"},
     buffers=["transformer.h.{layer}.attn.bias", "transformer.h.{layer}.attn.masked_bias"],
     formats={"safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"), "megatron": ("megatron", "megatron"),
-             "keras-h5": ("keras_h5", "keras_h5")},
-    config_files={"hf": "config.json", "megatron": "megatron_args.json", "tf1": "config.json"},
+             "keras-h5": ("keras_h5", "keras_h5"), "keras": ("keras", "keras")},
+    config_files={"hf": "config.json", "megatron": "megatron_args.json", "tf1": "config.json", "keras": "config.json"},
     config_to_hf=config_to_hf,
     config_from_hf=config_from_hf,
     required_config=("n_head",),
     constraints=("n_embd % n_head == 0", "bos_token_id < vocab_size", "eos_token_id < vocab_size"),
     tokenizer="cpm",
     positions=PositionTable("transformer.wpe.weight", "n_positions"),
-    defaults={"megatron": CPM_DEFAULTS, "tf1": CPM_DEFAULTS},
+    defaults={"megatron": CPM_DEFAULTS, "tf1": CPM_DEFAULTS, "keras": keras.GPT2_DEFAULTS},
     ranks=2,
+    keras=KERAS,
 )

@@ -14,8 +14,12 @@ and get_generator_config. Its own config file is the hparams.json that run_pretr
 
 from __future__ import annotations
 
+import numpy as np
+
 from modelport.errors import ModelportError
-from modelport.mappings.base import Mapping, ModelClass, PositionTable, Row, dense, layer_norm
+from modelport.mappings import keras
+from modelport.mappings.base import (TRANSPOSE, Filler, KerasHub, Mapping, ModelClass, PositionTable, Row, add_scheme,
+                                     dense, layer_norm)
 
 DISCRIMINATOR, GENERATOR = "discriminator", "generator"
 MODEL_SIZES = {"small": (256, 12), "base": (768, 12), "large": (1024, 24)}  # (hidden, layers), training_utils.py
@@ -77,6 +81,37 @@ GENERATOR_ROWS = [
     Row("generator_lm_head.bias", shape=("vocab_size",), part="head", tf1="generator_predictions/output_bias",
         keras_h5="generator_lm_head/bias"),
 ]
+
+
+# KerasHub's ElectraBackbone (a preset's model.weights.h5), either network without its head: the tanh GELU and
+# LayerNorm epsilon 1e-12 hard-coded, where Google's ELECTRA computes the erf GELU.
+KERAS_NAMES = {
+    "electra.embeddings.word_embeddings.weight": "layers/reversible_embedding/vars/0",
+    "electra.embeddings.position_embeddings.weight": "layers/position_embedding/vars/0",
+    "electra.embeddings.token_type_embeddings.weight": "layers/embedding/vars/0",
+    "electra.embeddings.LayerNorm.weight": "layers/layer_normalization/vars/0",
+    "electra.embeddings.LayerNorm.bias": "layers/layer_normalization/vars/1",
+    "electra.embeddings_project.weight": ("layers/dense/vars/0", [TRANSPOSE]),
+    "electra.embeddings_project.bias": "layers/dense/vars/1",
+    **keras.transformer_encoder("electra.encoder.layer.{layer}", "layers/transformer_encoder{layer:_}"),
+}
+for _rows in (DISCRIMINATOR_ROWS, GENERATOR_ROWS):
+    add_scheme(_rows, "keras", KERAS_NAMES)
+KERAS = KerasHub(backbone="keras_hub.src.models.electra.electra_backbone.ElectraBackbone",
+                 exact="modelport.keras_exact.ExactElectraBackbone",
+                 tokenizer="keras_hub.src.models.electra.electra_tokenizer.ElectraTokenizer",
+                 inputs={"token_ids": "input_ids", "segment_ids": "token_type_ids", "padding_mask": "attention_mask"},
+                 outputs={"sequence_output": "last_hidden_state"})
+# ElectraBackbone also holds a pooled_dense (tanh of a dense layer on the first token), which neither ELECTRA
+# network has: written as the identity with a zero bias, so that its pooled_output is tanh of the first token's
+# state. It is the Dense made after the embedding projection, when there is one.
+POOLED = ("KerasHub's ElectraBackbone has a pooled_dense, which ELECTRA lacks: written as the identity with a zero "
+          "bias, so its pooled_output is tanh of the first token's final hidden state (not an output of the source "
+          "model)")
+PROJECTED = {"projected": "embedding_size != hidden_size"}
+KERAS_FILLERS = (Filler("layers/dense{projected:_}/vars/0", ("hidden_size", "hidden_size"),
+                        lambda shape: np.eye(*shape), POOLED, PROJECTED),
+                 Filler("layers/dense{projected:_}/vars/1", ("hidden_size",), np.zeros, POOLED, PROJECTED))
 
 
 def heads(config: dict) -> dict:
@@ -155,12 +190,16 @@ def google_hparams(scheme: str, configs: dict[str, dict]) -> tuple[dict, list[st
 
 def hparams_reader(read):
     def config_to_hf(scheme: str, raw: dict) -> dict:
+        if scheme == "keras":
+            return keras.config_to_hf(keras.ELECTRA_FIELDS, raw)
         return dict(raw) if scheme == "hf" else read(raw)
     return config_to_hf
 
 
 def hparams_writer(variant: str):
     def config_from_hf(scheme: str, hf: dict) -> tuple[dict, list[str]]:
+        if scheme == "keras":
+            return keras.config_from_hf(keras.ELECTRA_FIELDS, hf), []
         return google_hparams(scheme, {variant: hf})
     return config_from_hf
 
@@ -174,10 +213,10 @@ SHARED = dict(
     buffers=["electra.embeddings.position_ids", "electra.embeddings.token_type_ids"],
     skip=[r"temperature"],
     formats={"tf": ("tf1", "tf1"), "safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"),
-             "keras-h5": ("keras_h5", "keras_h5")},
-    config_files={"tf1": "hparams.json", "hf": "config.json"},
+             "keras-h5": ("keras_h5", "keras_h5"), "keras": ("keras", "keras")},
+    config_files={"tf1": "hparams.json", "hf": "config.json", "keras": "config.json"},
     checkpoint_names={"tf1": "model.ckpt"},
-    defaults={"tf1": {"hidden_act": "gelu", "layer_norm_eps": LAYER_NORM_EPS}},
+    defaults={"tf1": {"hidden_act": "gelu", "layer_norm_eps": LAYER_NORM_EPS}, "keras": keras.ENCODER_DEFAULTS},
     computed_defaults=heads,
     constraints=("hidden_size % num_attention_heads == 0",),
     tokenizer="wordpiece",
@@ -185,6 +224,9 @@ SHARED = dict(
     vocab_tensors={"electra.embeddings.word_embeddings.weight": 0, "generator_lm_head.bias": 0},
     variants=VARIANTS,
     merge_configs=google_hparams,
+    keras=KERAS,
+    omitted={"keras": ("head",)},
+    fillers={"keras": KERAS_FILLERS},
 )
 MAPPING = Mapping(
     **SHARED,

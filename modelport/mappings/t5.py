@@ -14,7 +14,8 @@ config follows from them. Sizes come from shapes (num_heads from the relative at
 from __future__ import annotations
 
 from modelport.errors import ModelportError
-from modelport.mappings.base import TRANSPOSE, Mapping, ModelClass, Row
+from modelport.mappings import keras
+from modelport.mappings.base import TRANSPOSE, KerasHub, Mapping, ModelClass, Row, add_scheme
 
 MESH_SCHEMES = ("mesh_tf", "mesh_tf_rms")  # legacy `layer_norm` names, newer `rms_norm` names
 GIN = "operative_config.gin"
@@ -98,6 +99,64 @@ ROWS = [
 ]
 
 
+# KerasHub's T5Backbone (a preset's model.weights.h5): one T5TransformerLayer per block, the decoder's numbered
+# after the encoder's; the relative attention bias in each stack's first layer, [32 buckets, heads] as torch's;
+# an untied head as the token embedding's reverse kernel [d_model, vocab]. T5Seq2SeqLM scales the decoder
+# output by d_model^-0.5 before a tied head, as transformers' T5 does.
+DECODER_BLOCK = "layers/t5_transformer_layer{decoder_layer+num_layers:_}"
+add_scheme(ROWS, "keras", {
+    "shared.weight": "layers/reversible_embedding/vars/0",
+    "lm_head.weight": ("layers/reversible_embedding/vars/1", [TRANSPOSE]),
+    "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight":
+        "layers/t5_transformer_layer/self_attention/vars/0",
+    "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": f"{DECODER_BLOCK}/self_attention/vars/0",
+    **keras.t5_layer("encoder", "{layer}", "layers/t5_transformer_layer{layer:_}"),
+    **keras.t5_layer("decoder", "{decoder_layer}", DECODER_BLOCK),
+    "encoder.final_layer_norm.weight": "layers/t5_layer_norm/vars/0",
+    "decoder.final_layer_norm.weight": "layers/t5_layer_norm_1/vars/0",
+})
+KERAS = KerasHub(backbone="keras_hub.src.models.t5.t5_backbone.T5Backbone",
+                 exact="modelport.keras_exact.ExactT5Backbone",
+                 tokenizer="keras_hub.src.models.t5.t5_tokenizer.T5Tokenizer",
+                 inputs={"encoder_token_ids": "input_ids", "encoder_padding_mask": "attention_mask",
+                         "decoder_token_ids": "decoder_input_ids", "decoder_padding_mask": "decoder_attention_mask"},
+                 outputs={"encoder_sequence_output": "encoder_last_hidden_state",
+                          "decoder_sequence_output": "decoder_hidden_states"},
+                 constraints=("num_decoder_layers == num_layers", "relative_attention_num_buckets == 32"))
+# KerasHub's activation argument (a Keras activation, serialized) <-> transformers' activation names.
+KERAS_GELU_TANH = {"module": "builtins", "class_name": "function", "config": "keras_hub>gelu_approximate",
+                   "registered_name": "function"}
+KERAS_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "gelu_new": KERAS_GELU_TANH}
+
+
+def keras_arguments(hf: dict) -> dict:
+    """T5Backbone's arguments: transformers' gated-gelu is the tanh GELU (KerasHub's gelu_approximate)."""
+    projection = hf.get("feed_forward_proj", "relu")
+    gated = projection.startswith("gated-")
+    activation = projection.removeprefix("gated-")
+    activation = "gelu_new" if gated and activation == "gelu" else activation
+    if activation not in KERAS_ACTIVATIONS:
+        raise ModelportError(f"feed_forward_proj {projection!r} has no counterpart in KerasHub's T5Backbone "
+                             f"(it computes {', '.join(KERAS_ACTIVATIONS)}, gated or not)")
+    return {**keras.config_from_hf(keras.T5_FIELDS, hf), "activation": KERAS_ACTIVATIONS[activation],
+            "use_gated_activation": gated}
+
+
+def keras_config_to_hf(raw: dict) -> dict:
+    """A T5Backbone preset's config as transformers' fields: one layer count for both stacks."""
+    arguments = raw.get("config", raw)
+    activation = next((name for name, value in KERAS_ACTIVATIONS.items() if value == arguments.get("activation")),
+                      None)
+    gated = bool(arguments.get("use_gated_activation", True))
+    if activation is None or (gated and activation == "gelu"):
+        raise ModelportError(f"config.json: T5Backbone activation {arguments.get('activation')!r}"
+                             f"{' (gated)' if gated else ''} has no counterpart in transformers' T5 (its gated-gelu "
+                             "is the tanh GELU)")
+    hf = keras.config_to_hf(keras.T5_FIELDS, raw, exact=keras.T5_DEFAULTS)
+    projection = ("gated-gelu" if activation == "gelu_new" else f"gated-{activation}") if gated else activation
+    return {**hf, "num_decoder_layers": hf.get("num_layers"), "feed_forward_proj": projection}
+
+
 def structure_config(parts: set[str], config: dict) -> dict:
     """The FFN kind and the head follow from the tensors. A tied head is Mesh TF's shared embedding and
     softmax, which scales the decoder output by d_model^-0.5: transformers' T5 does that exactly when
@@ -176,7 +235,10 @@ def config_from_gin(bindings: dict) -> dict:
 
 
 def config_from_hf(scheme: str, hf: dict) -> tuple[dict, list[str]]:
-    """The gin bindings that describe the model (and that config_from_gin reads back)."""
+    """The gin bindings that describe the model (and that config_from_gin reads back), or a KerasHub
+    T5Backbone's arguments."""
+    if scheme == "keras":
+        return keras_arguments(hf), []
     warnings = []
     projection = hf.get("feed_forward_proj", "relu")
     gated = projection.startswith("gated-")
@@ -216,6 +278,8 @@ def config_from_hf(scheme: str, hf: dict) -> tuple[dict, list[str]]:
 def config_to_hf(scheme: str, raw: dict) -> dict:
     if scheme in MESH_SCHEMES:
         return config_from_gin(raw)
+    if scheme == "keras":
+        return keras_config_to_hf(raw)
     return {key: value for key, value in raw.items() if key not in HF_DERIVED}
 
 
@@ -231,8 +295,8 @@ def t5_family(arch: str, model_type: str, classes: list[ModelClass]) -> Mapping:
         # An unused weight older transformers versions saved (Mesh TF has no such bias); transformers ignores it.
         buffers=["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"],
         formats={"tf": ("tf1", "mesh_tf"), "safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"),
-                 "keras-h5": ("keras_h5", "keras_h5")},
-        config_files={"mesh_tf": GIN, "mesh_tf_rms": GIN, "hf": "config.json"},
+                 "keras-h5": ("keras_h5", "keras_h5"), "keras": ("keras", "keras")},
+        config_files={"mesh_tf": GIN, "mesh_tf_rms": GIN, "hf": "config.json", "keras": "config.json"},
         checkpoint_names={"mesh_tf": "model.ckpt-0", "mesh_tf_rms": "model.ckpt-0"},
         config_to_hf=config_to_hf,
         config_from_hf=config_from_hf,
@@ -241,6 +305,8 @@ def t5_family(arch: str, model_type: str, classes: list[ModelClass]) -> Mapping:
         structure_config=structure_config,
         vocab_tensors={"shared.weight": 0, "lm_head.weight": 0},
         h5_copies={"encoder": "shared/", "decoder": "shared/"},
+        defaults={"keras": keras.T5_DEFAULTS},
+        keras=KERAS,
     )
 
 
