@@ -253,3 +253,10 @@ def test_task_weights_are_what_keras_hub_saves(presets, tmp_path):
         {k: v for k, v in saved.items() if "optimizer" not in k}
     assert task.preprocessor.sequence_length == 64
     assert keras.ops.convert_to_numpy(task.preprocessor.tokenizer("the model")).tolist() == [5, 7]
+
+
+def test_a_preset_passes_the_push_checks(presets):
+    """push validates a preset's own tokenizer files (tokenizer.json and its assets), not transformers'."""
+    preset, _ = presets[("gelu_new", False)]
+    result = modelport.push(preset, "someone/tiny-bert-keras", dry_run=True)
+    assert "tokenizer.json" in result.files

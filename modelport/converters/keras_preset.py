@@ -280,6 +280,7 @@ def _native_stderr_silenced():
 
 def _runtimes():
     """keras, keras_hub and torch, or None when one is missing (the deviation is then not measured)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log lines would break one-line output
     try:
         with _native_stderr_silenced():  # keras_hub imports TensorFlow, whose C++ logging ignores Python
             import keras

@@ -430,5 +430,8 @@ REQUIRED_FILES = {"wordpiece": wordpiece_files, "cpm": cpm_files, "t5": t5_files
 
 
 def required_tokenizer_files(kind: str, scheme: str) -> list[tuple[str, ...]]:
-    """The files a folder in `scheme` needs for a tokenizer of `kind`: each entry is met by any one of its names."""
-    return REQUIRED_FILES[kind](scheme) if kind else []
+    """The files a folder in `scheme` needs for a tokenizer of `kind`: each entry is met by any one of its names.
+    A KerasHub preset describes every kind of tokenizer in its tokenizer.json (its assets beside it)."""
+    if not kind:
+        return []
+    return [("tokenizer.json",)] if scheme == "keras" else REQUIRED_FILES[kind](scheme)
