@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.converters.base import Reader, TensorInfo, Writer, dtype_name, is_floating, shard_groups
+from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer, dtype_name, is_floating, shard_groups
 from modelport.errors import ModelportError
 
 SINGLE_NAME = "tf_model.h5"
@@ -115,15 +115,13 @@ def strip(weight_name: str, prefixed: bool) -> str:
     return name[:-len(SUFFIX)] if name.endswith(SUFFIX) else name
 
 
-class KerasH5Reader(Reader):
-    format = "keras_h5"
+class H5Reader(Reader):
+    """Tensors stored as HDF5 datasets (Keras weights files): opens `files`, lets `index` register each
+    file's datasets with `add`, and reads one dataset at a time."""
 
-    def __init__(self, path):
+    def __init__(self, path, files: list[Path]):
         h5py = h5py_module()
         self.path = Path(path)
-        files = find_keras_h5_files(self.path)
-        if not files:
-            raise ModelportError(f"{self.path}: no tf_model.h5 there")
         self._files = files
         self.extras = []
         self.infos = {}
@@ -135,27 +133,18 @@ class KerasH5Reader(Reader):
             except OSError as error:
                 raise ModelportError(f"{file}: not an HDF5 file ({error})") from None
             self._handles.append(handle)
-            layers = load_attribute(handle, "layer_names")
-            if not layers:
-                raise ModelportError(f"{file}: has no layer_names attribute: not Keras weights (tf_model.h5)")
-            for layer in layers:
-                if layer not in handle:
-                    raise ModelportError(f"{file}: lists layer {layer}, which it does not hold")
-                entry = handle[layer]
-                if isinstance(entry, h5py.Dataset):  # a shard: layer_names lists the variables themselves
-                    self._add(file, strip(layer, prefixed=False), handle, layer)
-                    continue
-                for weight in load_attribute(entry, "weight_names"):
-                    if weight not in entry:
-                        raise ModelportError(f"{file}: layer {layer} lists {weight}, which it does not hold")
-                    self._add(file, strip(weight, prefixed=True), entry, weight)
+            self.index(h5py, file, handle)
 
-    def _add(self, file: Path, name: str, group, key: str) -> None:
-        if name in self.infos:  # a layer's copy of another layer's variable (the embeddings of a tied head)
+    def index(self, h5py, file: Path, handle) -> None:
+        raise NotImplementedError
+
+    def add(self, file: Path, name: str, group, key: str, dtype: np.dtype | None = None) -> None:
+        """Register dataset group[key] as tensor `name` (the first time only: later ones are copies)."""
+        if name in self.infos:
             return
         dataset = group[key]
         try:
-            dtype = np.dtype(dataset.dtype)
+            dtype = dtype or np.dtype(dataset.dtype)
             dtype_name(dtype)
         except (TypeError, ModelportError):
             raise ModelportError(f"{file}: {key} has dtype {dataset.dtype}, which modelport does not convert") from None
@@ -164,7 +153,8 @@ class KerasH5Reader(Reader):
 
     def read(self, name: str) -> np.ndarray:
         group, key = self._where[name]
-        return np.asarray(group[key][()])
+        array = np.asarray(group[key][()])
+        return array.view(BFLOAT16) if self.infos[name].dtype == BFLOAT16 else array
 
     def files(self) -> list[Path]:
         return list(self._files)
@@ -173,6 +163,33 @@ class KerasH5Reader(Reader):
         for handle in self._handles:
             handle.close()
         self._handles.clear()
+
+
+class KerasH5Reader(H5Reader):
+    format = "keras_h5"
+
+    def __init__(self, path):
+        files = find_keras_h5_files(Path(path))
+        if not files:
+            raise ModelportError(f"{path}: no tf_model.h5 there")
+        super().__init__(path, files)
+
+    def index(self, h5py, file: Path, handle) -> None:
+        layers = load_attribute(handle, "layer_names")
+        if not layers:
+            raise ModelportError(f"{file}: has no layer_names attribute: not Keras weights (tf_model.h5)")
+        for layer in layers:
+            if layer not in handle:
+                raise ModelportError(f"{file}: lists layer {layer}, which it does not hold")
+            entry = handle[layer]
+            if isinstance(entry, h5py.Dataset):  # a shard: layer_names lists the variables themselves
+                self.add(file, strip(layer, prefixed=False), handle, layer)
+                continue
+            for weight in load_attribute(entry, "weight_names"):
+                if weight not in entry:
+                    raise ModelportError(f"{file}: layer {layer} lists {weight}, which it does not hold")
+                # a layer's copy of another layer's variable (the embeddings of a tied head) is skipped by add
+                self.add(file, strip(weight, prefixed=True), entry, weight)
 
 
 class KerasH5Writer(Writer):

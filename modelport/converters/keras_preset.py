@@ -30,8 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer, dtype_name
-from modelport.converters.keras_h5 import h5py_module, keras_model_name
+from modelport.converters.base import BFLOAT16, Writer, dtype_name
+from modelport.converters.keras_h5 import H5Reader, h5py_module, keras_model_name
 from modelport.errors import ModelportError
 from modelport.mappings.base import KerasHub, Mapping, evaluate
 
@@ -66,59 +66,30 @@ def find_keras_preset(path: Path) -> list[Path] | None:
     return [folder / WEIGHTS_NAME] + ([folder / TASK_WEIGHTS_NAME] if (folder / TASK_WEIGHTS_NAME).is_file() else [])
 
 
-class KerasPresetReader(Reader):
+class KerasPresetReader(H5Reader):
     """The backbone's tensors by their paths in model.weights.h5, the task's by theirs in task.weights.h5 after
     `task/`."""
 
     format = "keras"
 
     def __init__(self, path):
-        h5py = h5py_module()
-        self.path = Path(path)
-        files = find_keras_preset(self.path)
+        files = find_keras_preset(Path(path))
         if not files:
-            raise ModelportError(f"{self.path}: no KerasHub preset there (config.json and {WEIGHTS_NAME})")
-        self._files = files
-        self.extras = []
-        self.infos = {}
-        self._where: dict[str, tuple[object, str]] = {}
-        self._handles = []
-        for file in files:
-            try:
-                handle = h5py.File(file, "r")
-            except OSError as error:
-                raise ModelportError(f"{file}: not an HDF5 file ({error})") from None
-            self._handles.append(handle)
-            prefix = TASK_PREFIX if file.name == TASK_WEIGHTS_NAME else ""
-            handle.visititems(lambda name, entry: self._add(file, handle, prefix, name, entry))
+            raise ModelportError(f"{path}: no KerasHub preset there (config.json and {WEIGHTS_NAME})")
+        super().__init__(path, files)
 
-    def _add(self, file: Path, handle, prefix: str, key: str, entry) -> None:
-        if not hasattr(entry, "shape"):
-            return
-        if prefix and key.startswith(OPTIMIZER):
-            self.extras.append(f"{file.name}:{key}")
-            return
-        bfloat16 = entry.attrs.get("dtype") == "bfloat16"
-        try:
-            dtype = BFLOAT16 if bfloat16 else np.dtype(entry.dtype)
-            dtype_name(dtype)
-        except (TypeError, ModelportError):
-            raise ModelportError(f"{file}: {key} has dtype {entry.dtype}, which modelport does not convert") from None
-        self.infos[prefix + key] = TensorInfo(tuple(entry.shape), dtype)
-        self._where[prefix + key] = (handle, key)
+    def index(self, h5py, file: Path, handle) -> None:
+        prefix = TASK_PREFIX if file.name == TASK_WEIGHTS_NAME else ""
 
-    def read(self, name: str) -> np.ndarray:
-        handle, key = self._where[name]
-        array = np.asarray(handle[key][()])
-        return array.view(BFLOAT16) if self.infos[name].dtype == BFLOAT16 else array
+        def visit(key: str, entry) -> None:
+            if not isinstance(entry, h5py.Dataset):
+                return
+            if prefix and key.startswith(OPTIMIZER):
+                self.extras.append(f"{file.name}:{key}")
+                return
+            self.add(file, prefix + key, handle, key, BFLOAT16 if entry.attrs.get("dtype") == "bfloat16" else None)
 
-    def files(self) -> list[Path]:
-        return list(self._files)
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.close()
-        self._handles.clear()
+        handle.visititems(visit)
 
 
 class KerasPresetWriter(Writer):
