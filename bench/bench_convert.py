@@ -5,7 +5,9 @@ transformers 4.x is given, against transformers' old TF-loading path. Prints one
 
 Synthetic checkpoints (random float32, Google's TF1 names, BERT-base 0.44 GB / BERT-large 1.34 GB) are
 written once with modelport's streaming TF1 writer and cached. Each conversion runs in its own process
-under /usr/bin/time -v (peak RSS, wall time), after a warm-up read so the page cache is equally warm.
+under /usr/bin/time -v (peak RSS, wall time), after a warm-up read so the page cache is equally warm and a
+sync so earlier writes are flushed; the best of --repeat runs is reported (disk writes make single runs
+vary by ±50 %).
 """
 
 from __future__ import annotations
@@ -60,8 +62,15 @@ def make_checkpoint(folder: Path, config: dict) -> Path:
     return folder
 
 
-def timed(command: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of a command run under GNU time."""
+def timed(command: list[str], repeat: int = 1) -> tuple[float, float]:
+    """(best wall seconds, largest peak RSS in MB) of `repeat` runs of a command under GNU time; dirty pages
+    are flushed before each run, so no run pays for the previous one's writes."""
+    runs = [_timed_once(command) for _ in range(repeat)]
+    return min(wall for wall, _ in runs), max(rss for _, rss in runs)
+
+
+def _timed_once(command: list[str]) -> tuple[float, float]:
+    os.sync()
     result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
@@ -87,6 +96,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="base,large")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "modelport-bench")
     parser.add_argument("--peer-python", help="a Python with transformers 4.x, torch and tensorflow")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per row; the best wall time is reported")
     args = parser.parse_args()
     work = args.cache / "out"
     rows = []
@@ -98,7 +108,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         warm(source)
-        dd_wall, dd_rss = timed(["dd", f"if={data}", f"of={work / 'copy'}", "bs=16M", "status=none"])
+        dd_wall, dd_rss = timed(["dd", f"if={data}", f"of={work / 'copy'}", "bs=16M", "status=none"], args.repeat)
         (work / "copy").unlink()
         rows.append((size, "dd bs=16M (the floor)", gigabytes, dd_wall, dd_rss))
         steps = [
@@ -115,7 +125,7 @@ def main() -> None:
         ]
         for label, warmed, command in steps:
             warm(warmed)
-            wall, rss = timed(command)
+            wall, rss = timed(command, args.repeat)
             rows.append((size, f"modelport {label}", gigabytes, wall, rss))
         if args.peer_python:
             warm(source)
@@ -124,7 +134,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         print(f"\n{size}: {gigabytes:.2f} GB of float32", file=sys.stderr)
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"page cache warm\n")
+          f"page cache warm, best of {args.repeat} runs\n")
     print("| model | conversion | size | wall | throughput | peak RSS | x dd |")
     print("|---|---|---|---|---|---|---|")
     dd_walls = {row[0]: row[3] for row in rows if row[1].startswith("dd")}

@@ -143,18 +143,9 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
     that computes the model's (see converters/keras_preset.py)."""
     started = time.perf_counter()
     mapping = get_mapping(arch)
-    if to not in mapping.formats:
-        raise ModelportError(f"--to {to}: {mapping.arch} converts to {', '.join(mapping.formats)}")
+    target_format, target_scheme = _target(mapping, to, ranks, strict, exact)
     if not out:
         raise ModelportError("no output folder given (-o OUT)")
-    target_format, target_scheme = mapping.formats[to]
-    if (strict or exact) and target_format != "keras":
-        raise ModelportError(f"--{'strict' if strict else 'exact'} applies to --to keras (KerasHub presets)")
-    if ranks is not None and ranks < 1:
-        raise ModelportError(f"--ranks {ranks}: a model needs at least 1 rank")
-    if ranks is not None and not any(RANK in pattern.variables for row in mapping.rows
-                                     for pattern in row.names.get(target_scheme, ())):
-        raise ModelportError(f"--ranks: --to {to} is not a model-parallel layout")
     shard_bytes = parse_size(max_shard_size) if isinstance(max_shard_size, str) else max_shard_size
     out = Path(out)
     if out.exists() and not overwrite:
@@ -189,27 +180,9 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
         others = _other_parts(stack, mapping, with_parts or {}, target_scheme, out_dtype, context, allow_unmapped)
         jobs, specs = engine.combine([(plan, steps, specs, context), *others])
         side_scheme = files_scheme(target_scheme)
-        if side_scheme == CANONICAL:
-            written = engine.hf_config(mapping, hf, model_class, out_dtype)
-        else:
-            written, warnings = mapping.merge_configs(target_scheme, {
-                mapping.variant: hf, **{other.mapping.variant: c["config"] for other, _, _, c in others}}) \
-                if others else mapping.config_from_hf(target_scheme, hf)
-            notes += warnings
-        if target_format == "keras":
-            written = keras_preset.preset_config(mapping, written, hf, out_dtype, exact)
-        left_out = sorted(set(mapping.omitted.get(target_scheme, ())) & plan.parts)
-        if left_out:
-            notes.append(f"left out the {', '.join(left_out)} part(s): --to {to} has no place for them")
-        notes += list(dict.fromkeys(filler.note for filler in mapping.fillers.get(target_scheme, ())))
-        filled = [source for source, kind, _ in plan.aliases if kind == FILLED]
-        if filled:
-            notes.append(f"left out {', '.join(filled)}, which the {plan.scheme} layout holds and the {mapping.arch} "
-                         "model lacks")
-        notes += [f"left out the {variant}'s tensors (--part {variant} converts it)"
-                  for variant in dict.fromkeys(v for _, v in plan.elsewhere) if variant not in (with_parts or {})]
-        notes += [f"skipped {len(reader.extras)} entries that are not weights: {', '.join(reader.extras[:6])}"] \
-            if reader.extras else []
+        written, warnings = _output_config(plan, hf, model_class, out_dtype, target_format, target_scheme, others,
+                                           exact)
+        notes += warnings + _left_behind(plan, target_scheme, to, with_parts or {})
         sources = reader.files() + ([shipped_path] if shipped_path else []) + [
             file for other, _, _, _ in others for file in other.reader.files()]
         with atomic_directory(out, overwrite) as staging, SourceDigests(sources) as digests:
@@ -243,6 +216,59 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
                             seconds=time.perf_counter() - started,
                             training_state=[n for p in plans for n in p.training_state],
                             unmapped=[n for p in plans for n in p.unknown], notes=notes)
+
+
+def _target(mapping, to: str, ranks: int | None, strict: bool, exact: bool) -> tuple[str, str]:
+    """(file format, naming scheme) of `--to`, refusing options that do not apply to it."""
+    if to not in mapping.formats:
+        raise ModelportError(f"--to {to}: {mapping.arch} converts to {', '.join(mapping.formats)}")
+    target_format, target_scheme = mapping.formats[to]
+    if (strict or exact) and target_format != "keras":
+        raise ModelportError(f"--{'strict' if strict else 'exact'} applies to --to keras (KerasHub presets)")
+    if ranks is not None and ranks < 1:
+        raise ModelportError(f"--ranks {ranks}: a model needs at least 1 rank")
+    if ranks is not None and not any(RANK in pattern.variables for row in mapping.rows
+                                     for pattern in row.names.get(target_scheme, ())):
+        raise ModelportError(f"--ranks: --to {to} is not a model-parallel layout")
+    return target_format, target_scheme
+
+
+def _output_config(plan: engine.Plan, hf: dict, model_class, dtype: np.dtype, target_format: str,
+                   target_scheme: str, others: list[tuple], exact: bool) -> tuple[dict, list[str]]:
+    """The config file the output carries (config.json, or the original code's own), and warnings for what the
+    original code would compute differently."""
+    mapping = plan.mapping
+    warnings: list[str] = []
+    if files_scheme(target_scheme) == CANONICAL:
+        written = engine.hf_config(mapping, hf, model_class, dtype)
+    elif others:
+        written, warnings = mapping.merge_configs(target_scheme, {
+            mapping.variant: hf, **{other.mapping.variant: c["config"] for other, _, _, c in others}})
+    else:
+        written, warnings = mapping.config_from_hf(target_scheme, hf)
+    if target_format == "keras":
+        written = keras_preset.preset_config(mapping, written, hf, dtype, exact)
+    return written, warnings
+
+
+def _left_behind(plan: engine.Plan, target_scheme: str, to: str, with_parts: dict) -> list[str]:
+    """Notes on what the source holds that the output does not, and on what the output holds that the source
+    did not."""
+    mapping, notes = plan.mapping, []
+    left_out = sorted(set(mapping.omitted.get(target_scheme, ())) & plan.parts)
+    if left_out:
+        notes.append(f"left out the {', '.join(left_out)} part(s): --to {to} has no place for them")
+    notes += list(dict.fromkeys(filler.note for filler in mapping.fillers.get(target_scheme, ())))
+    filled = [source for source, kind, _ in plan.aliases if kind == FILLED]
+    if filled:
+        notes.append(f"left out {', '.join(filled)}, which the {plan.scheme} layout holds and the {mapping.arch} "
+                     "model lacks")
+    notes += [f"left out the {variant}'s tensors (--part {variant} converts it)"
+              for variant in dict.fromkeys(v for _, v in plan.elsewhere) if variant not in with_parts]
+    extras = plan.reader.extras
+    if extras:
+        notes.append(f"skipped {len(extras)} entries that are not weights: {', '.join(extras[:6])}")
+    return notes
 
 
 def _keras_deviation(plan: engine.Plan, hf: dict, preset: Path, strict: bool, exact: bool) -> list[str]:
