@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -422,16 +423,25 @@ def combine(parts: list[tuple[Plan, list[Step], dict[str, TensorInfo], dict]]
 
 def stream(plan: Plan, steps: list[Step], writer: Writer, scheme: str, dtype: np.dtype, context: dict,
            advance: Callable[[int], None] = lambda n: None) -> None:
-    for step in steps:
+    """Write every step's tensors in order. The next tensor is prepared (read, checked, transformed) in a
+    second thread while the current one is written, so reading and writing overlap; at most two tensors are
+    in memory at once."""
+    def prepare(step: Step) -> list[np.ndarray]:
         if step.filler:
-            parts = [cast(step.filler.make(context["config"]), dtype)]
-        else:
-            parts = [cast(build(plan, step.planned, context), dtype)]
-            for op in step.planned.row.from_canonical(scheme):
-                parts = op.apply(parts, context)
-        for target, part in zip(step.targets, parts, strict=True):
-            writer.write(target, part)
-            advance(part.nbytes)
+            return [cast(step.filler.make(context["config"]), dtype)]
+        parts = [cast(build(plan, step.planned, context), dtype)]
+        for op in step.planned.row.from_canonical(scheme):
+            parts = op.apply(parts, context)
+        return parts
+
+    with ThreadPoolExecutor(max_workers=1) as preparer:
+        upcoming = preparer.submit(prepare, steps[0]) if steps else None
+        for index, step in enumerate(steps):
+            parts = upcoming.result()
+            upcoming = preparer.submit(prepare, steps[index + 1]) if index + 1 < len(steps) else None
+            for target, part in zip(step.targets, parts, strict=True):
+                writer.write(target, part)
+                advance(part.nbytes)
 
 
 RECOMPUTED_FIELDS = {"architectures", "model_type", "dtype", "torch_dtype", "transformers_version"}
