@@ -89,6 +89,9 @@ class Reader:
     def read(self, name: str) -> np.ndarray:
         raise NotImplementedError
 
+    def release(self, names: list[str]) -> None:
+        """These tensors have been written: a reader that keeps their memory around may let it go."""
+
     def files(self) -> list[Path]:
         """The files holding the tensors (for checksums in conversion records)."""
         raise NotImplementedError

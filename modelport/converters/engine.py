@@ -442,6 +442,8 @@ def stream(plan: Plan, steps: list[Step], writer: Writer, scheme: str, dtype: np
             for target, part in zip(step.targets, parts, strict=True):
                 writer.write(target, part)
                 advance(part.nbytes)
+            if step.planned is not None:
+                plan.reader.release(step.planned.sources)
 
 
 RECOMPUTED_FIELDS = {"architectures", "model_type", "dtype", "torch_dtype", "transformers_version"}

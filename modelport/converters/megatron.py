@@ -131,6 +131,11 @@ class MegatronReader(Reader):
         rank, inner = split_name(name)
         return self._ranks[rank].read(inner)
 
+    def release(self, names: list[str]) -> None:
+        for name in names:
+            rank, inner = split_name(name)
+            self._ranks[rank].release([inner])
+
     def files(self) -> list[Path]:
         return list(self._files)
 

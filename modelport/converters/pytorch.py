@@ -212,7 +212,6 @@ class PyTorchReader(Reader):
         dtype_names = {getattr(torch, name): name for name in DTYPES}
         self._tensors = {}
         self._mapped: set[str] = set()  # tensors over memory-mapped files (zip checkpoints)
-        self._previous = None  # the mapped tensor read last, whose pages go when the next is read
         self.infos: dict[str, TensorInfo] = {}
         self.extras: list[str] = []
         self.scalars: dict[str, int | float | str] = {}  # top-level numbers and strings: `iteration`, `mp_world_size`
@@ -234,17 +233,17 @@ class PyTorchReader(Reader):
                 raise ModelportError(f"{shard}: tensor {name}, listed in the index, is missing from this shard")
 
     def read(self, name: str) -> np.ndarray:
-        """The tensor as a numpy view of the mapped file (a copy only when it is not contiguous). Tensors are
-        read once each, in turn: the previous one's pages are released now."""
+        """The tensor as a numpy view of the mapped file (a copy only when it is not contiguous)."""
         torch = _import_torch()
-        if self._previous is not None:
-            _release_pages(self._previous)
-        stored = self._tensors[name].detach()
-        tensor = stored.contiguous()
-        self._previous = stored if name in self._mapped and tensor.data_ptr() == stored.data_ptr() else None
+        tensor = self._tensors[name].detach().contiguous()
         if tensor.dtype == torch.bfloat16:
             return tensor.view(torch.int16).numpy().view(BFLOAT16)  # numpy() refuses bfloat16
         return tensor.numpy()
+
+    def release(self, names: list[str]) -> None:
+        for name in names:
+            if name in self._mapped:
+                _release_pages(self._tensors[name])
 
     def files(self) -> list[Path]:
         return list(self._files)
