@@ -131,6 +131,16 @@ def make_hf_bert(folder: Path, model_class: str = "BertForPreTraining", hidden_a
     return folder
 
 
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A CLI run that failed the way users should see it: one `error:` line naming the fragments, no traceback."""
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 @pytest.fixture
 def tf1_bert(tmp_path) -> Path:
     return make_tf1_bert(tmp_path / "google_bert")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_hf_bert, make_tf1_bert
+from conftest import assert_one_line_error, make_hf_bert, make_tf1_bert
 
 pytest.importorskip("tensorflow")
 
@@ -19,15 +19,6 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, COLUMNS="200")
     return subprocess.run([sys.executable, "-m", "modelport", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_convert_prints_summary_and_skipped_state(tf1_bert, tmp_path):

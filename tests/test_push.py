@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import modelport
-from conftest import make_tf1_bert
+from conftest import assert_one_line_error, make_tf1_bert
 from hub_server import HubServer
 from modelport.errors import ModelportError
 
@@ -84,15 +84,6 @@ def assert_token_nowhere(result: subprocess.CompletedProcess, *folders: Path) ->
     for folder in folders:
         for name, data in local_files(folder).items():
             assert TOKEN.encode() not in data, name
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_push_uploads_the_folder_byte_identical_with_a_card(converted, folder, hub, tmp_path):
