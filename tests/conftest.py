@@ -9,6 +9,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("KERAS_BACKEND", "torch")  # one Keras backend for KerasHub, whichever test imports first
 
 import numpy as np
 import pytest
