@@ -6,6 +6,7 @@ arrays (memory-mapped where the format allows) and writers take them in the orde
 
 from __future__ import annotations
 
+import json
 import mmap
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,25 @@ def shard_groups(specs: dict[str, TensorInfo], max_shard_size: int | None) -> li
         groups[-1].append(name)
         size += info.nbytes
     return groups if groups[0] else []
+
+
+def read_shard_index(index: Path) -> dict[str, Path]:
+    """A sharded checkpoint's index (`weight_map`: tensor name -> shard file) as tensor name -> shard path,
+    refusing shard names that leave the index's folder (checked by name, not by resolving: the Hugging Face
+    cache links shards to blobs elsewhere) and shards that are missing."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelportError(f"{index}: not a valid index (expected JSON with a weight_map of tensor names to "
+                             "shard files)") from None
+    for shard in set(weight_map.values()):
+        if Path(shard).name != shard or shard == ".." or "\\" in shard:
+            raise ModelportError(f"{index}: shard {shard} lies outside the checkpoint folder")
+        if not (index.parent / shard).is_file():
+            raise ModelportError(f"{index}: shard {shard} is missing")
+    return {name: index.parent / shard for name, shard in weight_map.items()}
 
 
 def parse_size(text: str) -> int:

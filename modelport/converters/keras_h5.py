@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer, dtype_name, is_floating, shard_groups
+from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer, dtype_name, is_floating, read_shard_index, shard_groups
 from modelport.errors import ModelportError
 
 SINGLE_NAME = "tf_model.h5"
@@ -73,14 +73,14 @@ def find_keras_h5_files(path: Path) -> list[Path] | None:
     path = Path(path)
     if path.is_file():
         if path.name == INDEX_NAME:
-            return _shards(path)
+            return sorted(set(read_shard_index(path).values()))
         if path.suffix != ".h5" or path.name.endswith(".weights.h5"):  # Keras 3's files are KerasHub presets
             return None
         return [path] if path.name == SINGLE_NAME or _has_layer_names(path) else None
     if not path.is_dir():
         return None
     if (path / INDEX_NAME).is_file():
-        return _shards(path / INDEX_NAME)
+        return sorted(set(read_shard_index(path / INDEX_NAME).values()))
     return [path / SINGLE_NAME] if (path / SINGLE_NAME).is_file() else None
 
 
@@ -91,22 +91,6 @@ def _has_layer_names(path: Path) -> bool:
             return "layer_names" in handle.attrs or "layer_names0" in handle.attrs
     except OSError:
         return False
-
-
-def _shards(index: Path) -> list[Path]:
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        files = sorted(set(weight_map.values()))
-        if not all(isinstance(f, str) for f in files):
-            raise ValueError
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise ModelportError(f"{index}: not a valid index (expected JSON with a weight_map of names to files)")
-    for file in files:
-        if Path(file).name != file:
-            raise ModelportError(f"{index}: shard name {file!r} points outside its folder")
-        if not (index.parent / file).is_file():
-            raise ModelportError(f"{index}: shard {file} is missing")
-    return [index.parent / f for f in files]
 
 
 def strip(weight_name: str, prefixed: bool) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelport.converters.base import BFLOAT16, DTYPES, Reader, TensorInfo, Writer, dtype_name, shard_groups
+from modelport.converters.base import BFLOAT16, DTYPES, Reader, TensorInfo, Writer, dtype_name, read_shard_index, shard_groups
 from modelport.errors import ModelportError
 
 SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -90,31 +90,11 @@ def _locate(path: Path) -> tuple[list[Path], dict[str, Path]] | None:
     if not path.is_file():
         return None
     if path.name.endswith(INDEX_SUFFIX) and Path(path.name[: -len(INDEX_SUFFIX)]).suffix.lower() in SUFFIXES:
-        weight_map = _read_index(path)
+        weight_map = read_shard_index(path)
         return list(dict.fromkeys(weight_map.values())), weight_map
     if path.suffix.lower() in SUFFIXES:
         return [path], {}
     return None
-
-
-def _read_index(index: Path) -> dict[str, Path]:
-    """The index's weight_map as tensor name -> shard path, refusing shards outside its folder or missing."""
-    try:
-        content = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ModelportError(f"{index}: cannot read sharded checkpoint index ({error})") from None
-    weight_map = content.get("weight_map") if isinstance(content, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
-        raise ModelportError(f"{index}: no weight_map of tensor name -> shard file in the index")
-    shards: dict[str, Path] = {}
-    for shard_name in set(weight_map.values()):
-        # Checked by name, not by resolving: the Hugging Face cache links shards to blobs elsewhere.
-        if Path(shard_name).is_absolute() or ".." in Path(shard_name).parts:
-            raise ModelportError(f"{index}: shard {shard_name} lies outside the checkpoint folder")
-        shards[shard_name] = index.parent / shard_name
-        if not shards[shard_name].is_file():
-            raise ModelportError(f"{index}: shard {shard_name} is missing")
-    return {name: shards[shard_name] for name, shard_name in weight_map.items()}
 
 
 # ---------------------------------------------------------------------------------------------- reading

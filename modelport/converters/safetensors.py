@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer, map_array, raw_bytes, shard_groups
+from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer, map_array, raw_bytes, read_shard_index, shard_groups
 from modelport.errors import ModelportError
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -32,27 +32,11 @@ def dtype_code(dtype: np.dtype) -> str:
     raise ModelportError(f"safetensors cannot store dtype {dtype}")
 
 
-def load_index(index_path: Path) -> dict[str, str]:
-    """A sharded index's weight_map, refusing shard names that leave the folder or do not exist."""
-    try:
-        weight_map = json.loads(index_path.read_text())["weight_map"]
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise ValueError
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise ModelportError(f"{index_path}: not a valid index (expected JSON with a weight_map of names to files)")
-    for shard in set(weight_map.values()):
-        if Path(shard).is_absolute() or ".." in Path(shard).parts or "/" in shard or "\\" in shard:
-            raise ModelportError(f"{index_path}: shard name {shard!r} points outside its folder")
-        if not (index_path.parent / shard).is_file():
-            raise ModelportError(f"{index_path}: shard {shard} is missing")
-    return weight_map
-
-
 def find_safetensors_files(path: Path) -> list[Path] | None:
     path = Path(path)
     if path.is_file():
         if path.name.endswith(".safetensors.index.json"):
-            return [path.parent / s for s in sorted(set(load_index(path).values()))]
+            return sorted(set(read_shard_index(path).values()))
         return [path] if path.suffix == ".safetensors" else None
     if not path.is_dir():
         return None
