@@ -1,13 +1,14 @@
 """Benchmark modelport's BERT conversions against `dd` copying the same bytes and, when a Python with
 transformers 4.x is given, against transformers' old TF-loading path. Prints one markdown table.
 
-    python bench/bench_convert.py [--sizes base,large] [--cache DIR] [--peer-python PATH]
+    python bench/bench_convert.py [--sizes base,large] [--cache DIR] [--peer-python PATH] [--repeat N]
 
 Synthetic checkpoints (random float32, Google's TF1 names, BERT-base 0.44 GB / BERT-large 1.34 GB) are
 written once with modelport's streaming TF1 writer and cached. Each conversion runs in its own process
-under /usr/bin/time -v (peak RSS, wall time), after a warm-up read so the page cache is equally warm and a
-sync so earlier writes are flushed; the best of --repeat runs is reported (disk writes make single runs
-vary by ±50 %).
+under /usr/bin/time -v (peak RSS, wall time), with the input in the page cache; the best of --repeat runs is
+reported. Before every run (dd's too) dirty pages are flushed and SETTLE_GB of memory is touched by a
+throwaway process: on a virtual machine that hands freed memory back to its host (this project's does, within
+seconds), whichever run first touches a page pays for it again, which made single runs vary by ±50 %.
 """
 
 from __future__ import annotations
@@ -62,16 +63,25 @@ def make_checkpoint(folder: Path, config: dict) -> Path:
     return folder
 
 
-def timed(command: list[str], repeat: int = 1) -> tuple[float, float]:
-    """(best wall seconds, largest peak RSS in MB) of `repeat` runs of a command under GNU time; dirty pages
-    are flushed before each run, so no run pays for the previous one's writes."""
-    runs = [_timed_once(command) for _ in range(repeat)]
+def timed(command: list[str], output: Path, repeat: int = 1) -> tuple[float, float]:
+    """(best wall seconds, largest peak RSS in MB) of `repeat` runs of a command under GNU time; before each
+    run its output is removed and dirty pages are flushed (no run pays for an earlier one's files) and memory
+    is settled (above)."""
+    runs = [_timed_once(command, output) for _ in range(repeat)]
     return min(wall for wall, _ in runs), max(rss for _, rss in runs)
 
 
-def _timed_once(command: list[str]) -> tuple[float, float]:
+SETTLE_GB = 4
+SETTLE = f"import numpy; numpy.ones({SETTLE_GB << 30} // 8)"
+# children write their bytecode caches as an installed package has them (some shells turn that off)
+CHILD_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
+
+def _timed_once(command: list[str], output: Path) -> tuple[float, float]:
+    shutil.rmtree(output, ignore_errors=True) if output.is_dir() else output.unlink(missing_ok=True)
     os.sync()
-    result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True)
+    subprocess.run([sys.executable, "-c", SETTLE], check=True)
+    result = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True, env=CHILD_ENV)
     if result.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
     wall = re.search(r"Elapsed \(wall clock\) time .*: (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
@@ -108,28 +118,25 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         warm(source)
-        dd_wall, dd_rss = timed(["dd", f"if={data}", f"of={work / 'copy'}", "bs=16M", "status=none"], args.repeat)
+        dd_wall, dd_rss = timed(["dd", f"if={data}", f"of={work / 'copy'}", "bs=16M", "status=none"], work / "copy",
+                                args.repeat)
         (work / "copy").unlink()
         rows.append((size, "dd bs=16M (the floor)", gigabytes, dd_wall, dd_rss))
-        steps = [
-            ("TF1 -> safetensors", source, modelport_command("convert", "bert", str(source), "--to", "safetensors",
-                                                             "-o", str(work / "st"))),
-            ("safetensors -> TF1", work / "st", modelport_command("convert", "bert", str(work / "st"), "--to", "tf",
-                                                                  "-o", str(work / "tf"))),
-            ("safetensors -> PyTorch", work / "st", modelport_command("convert", "bert", str(work / "st"), "--to",
-                                                                      "pytorch", "-o", str(work / "pt"))),
-            ("PyTorch -> safetensors", work / "pt", modelport_command("convert", "bert", str(work / "pt"), "--to",
-                                                                      "safetensors", "-o", str(work / "st2"))),
-            ("extend TF1 -> TF1 (4096 positions)", source, modelport_command("extend", str(source), "--positions",
-                                                                             "4096", "-o", str(work / "long"))),
+        st, tf, pt = work / "st", work / "tf", work / "pt"
+        steps = [  # label, input, output, command arguments
+            ("TF1 -> safetensors", source, st, ["convert", "bert", source, "--to", "safetensors"]),
+            ("safetensors -> TF1", st, tf, ["convert", "bert", st, "--to", "tf"]),
+            ("safetensors -> PyTorch", st, pt, ["convert", "bert", st, "--to", "pytorch"]),
+            ("PyTorch -> safetensors", pt, work / "st2", ["convert", "bert", pt, "--to", "safetensors"]),
+            ("extend TF1 -> TF1 (4096 positions)", source, work / "long", ["extend", source, "--positions", "4096"]),
         ]
-        for label, warmed, command in steps:
-            warm(warmed)
-            wall, rss = timed(command, args.repeat)
+        for label, read, written, arguments in steps:
+            warm(read)
+            wall, rss = timed(modelport_command(*map(str, arguments), "-o", str(written)), written, args.repeat)
             rows.append((size, f"modelport {label}", gigabytes, wall, rss))
         if args.peer_python:
             warm(source)
-            wall, rss = timed([args.peer_python, "-c", PEER_SNIPPET, str(source), str(work / "peer")])
+            wall, rss = timed([args.peer_python, "-c", PEER_SNIPPET, str(source), str(work / "peer")], work / "peer")
             rows.append((size, "transformers 4.x load_tf_weights_in_bert + save_pretrained", gigabytes, wall, rss))
         shutil.rmtree(work, ignore_errors=True)
         print(f"\n{size}: {gigabytes:.2f} GB of float32", file=sys.stderr)

@@ -183,9 +183,11 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
         written, warnings = _output_config(plan, hf, model_class, out_dtype, target_format, target_scheme, others,
                                            exact)
         notes += warnings + _left_behind(plan, target_scheme, to, with_parts or {})
+        readers = [reader, *(other.reader for other, _, _, _ in others)]
         sources = reader.files() + ([shipped_path] if shipped_path else []) + [
-            file for other, _, _, _ in others for file in other.reader.files()]
-        with atomic_directory(out, overwrite) as staging, SourceDigests(sources) as digests:
+            file for other in readers[1:] for file in other.files()]
+        verified = {path: how for each in readers for path, how in each.verified_files().items()}
+        with atomic_directory(out, overwrite) as staging, SourceDigests(sources, verified) as digests:
             writer_options = {"prefix": mapping.checkpoint_names[target_scheme]} if target_format == "tf1" else {}
             if target_format == "keras_h5":
                 writer_options = {"model_class": model_class.name, "copies": mapping.h5_copies}

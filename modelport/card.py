@@ -94,9 +94,14 @@ def _record(record: dict | None) -> list[str]:
     if extension:
         lines.append(f"| position extension | {extension.get('description') or extension} |")
     lines += ["", "Source files:", "", "| file | bytes | sha256 |", "|---|---|---|"]
-    lines += [f"| {f.get('name')} | {f.get('bytes')} | `{f.get('sha256')}` |" for f in source.get("files", [])]
+    lines += [f"| {f.get('name')} | {f.get('bytes')} | {_identity(f)} |" for f in source.get("files", [])]
     lines += ["", *_verification(record.get("verify"))]
     return lines
+
+
+def _identity(file: dict) -> str:
+    """A source file's sha256, or (for a data file whose tensors carry checksums elsewhere) where those are."""
+    return f"`{file['sha256']}`" if "sha256" in file else f"not hashed: {file.get('checked_by', '?')}"
 
 
 def _verification(verify: dict | None) -> list[str]:

@@ -4,7 +4,9 @@ folder can say later (in a model card, on the Hub) what it was made from, how, a
 Source files are identified by name, size and sha256 (the same digest the Hub shows for LFS files, so a record
 can be matched against the release it came from). Hashing needs a read pass of its own, since the readers
 memory-map; it runs in a background thread while the conversion streams the same files (hashlib releases the
-GIL on large updates), so it adds little wall time, and it stops as soon as the conversion fails.
+GIL on large updates), and it stops as soon as the conversion fails. A data file whose every tensor has a
+checksum in another file, checked as the conversion reads it (a TF1 checkpoint's crc32c in its .index), is not
+hashed again: the index's sha256 pins those checksums, and hashing would cost a core for the whole conversion.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ def utc_now() -> str:
 
 
 class SourceDigests:
-    """sha256 of files, computed in a background thread; `result()` waits for it, leaving the block stops it."""
+    """sha256 of files, computed in a background thread; `result()` waits for it, leaving the block stops it.
+    `verified` files (path -> how their tensors are checked) are listed with that instead."""
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], verified: dict[Path, str] | None = None):
         self._paths = list(dict.fromkeys(Path(p) for p in paths))
+        self._verified = verified or {}
         self._stop = threading.Event()
         self._digests: list[dict] = []
         self._error: OSError | None = None
@@ -54,6 +58,10 @@ class SourceDigests:
     def _run(self) -> None:
         try:
             for path in self._paths:
+                if path in self._verified:
+                    self._digests.append({"name": path.name, "bytes": path.stat().st_size,
+                                          "checked_by": self._verified[path]})
+                    continue
                 digest = hashlib.sha256()
                 with open(path, "rb") as file:
                     while chunk := file.read(CHUNK_BYTES):

@@ -108,8 +108,9 @@ def test_push_uploads_the_folder_byte_identical_with_a_card(converted, folder, h
     card = ModelCard(local["README.md"].decode())
     assert card.data.library_name == "transformers" and {"modelport", "bert"} <= set(card.data.tags)
     source, _ = converted
-    for name in ("bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001", "bert_config.json"):
+    for name in ("bert_model.ckpt.index", "bert_config.json"):
         assert hashlib.sha256((source / name).read_bytes()).hexdigest() in card.text
+    assert "| bert_model.ckpt.data-00000-of-00001 |" in card.text and "crc32c of each tensor" in card.text
     assert 'BertForPreTraining.from_pretrained("org/tiny-bert")' in card.text
     assert "46 of 46 tensors bit-exact" in card.text and "prediction_logits" in card.text
     record = json.loads(local["modelport.json"])
@@ -300,10 +301,16 @@ def test_extend_push_to_records_the_extension(converted, hub, tmp_path):
 
 
 def test_record_checksums_match_the_source_files(converted):
+    """Files are identified by sha256, except a TF1 data file: its tensors' crc32c, in the hashed index, were
+    checked as they were read."""
     source, out = converted
     record = json.loads((out / "modelport.json").read_text())
-    digests = {f["name"]: f["sha256"] for f in record["source"]["files"]}
-    assert digests == {name: hashlib.sha256((source / name).read_bytes()).hexdigest()
-                       for name in ("bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001",
-                                    "bert_config.json")}
+    files = {f["name"]: f for f in record["source"]["files"]}
+    assert {name: f.get("sha256") for name, f in files.items()} == {
+        **{name: hashlib.sha256((source / name).read_bytes()).hexdigest()
+           for name in ("bert_model.ckpt.index", "bert_config.json")},
+        "bert_model.ckpt.data-00000-of-00001": None}
+    data = files["bert_model.ckpt.data-00000-of-00001"]
+    assert data["bytes"] == (source / data["name"]).stat().st_size
+    assert data["checked_by"] == "crc32c of each tensor, in bert_model.ckpt.index"
     assert record["verify"]["ok"] and record["verify"]["bit_exact"] == record["verify"]["tensors"]

@@ -3,6 +3,7 @@ then pipe tensors one at a time reader -> mapping transforms -> writer."""
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -421,11 +422,15 @@ def combine(parts: list[tuple[Plan, list[Step], dict[str, TensorInfo], dict]]
     return jobs, specs
 
 
+AHEAD_BYTES = 64 << 20  # how far (in prepared, unwritten bytes) reading may run ahead of writing
+PREPARE_THREADS = 2  # reading, checksums and transposes take more time than writing: two threads share them
+
+
 def stream(plan: Plan, steps: list[Step], writer: Writer, scheme: str, dtype: np.dtype, context: dict,
            advance: Callable[[int], None] = lambda n: None) -> None:
-    """Write every step's tensors in order. The next tensor is prepared (read, checked, transformed) in a
-    second thread while the current one is written, so reading and writing overlap; at most two tensors are
-    in memory at once."""
+    """Write every step's tensors in order, while PREPARE_THREADS threads prepare (read, check, transform) the
+    next ones: as many as fit in AHEAD_BYTES, and always the next one. (A layer's large kernels alternate with
+    tiny biases, so a lookahead of one tensor would leave reading and writing taking turns.)"""
     def prepare(step: Step) -> list[np.ndarray]:
         if step.filler:
             return [cast(step.filler.make(context["config"]), dtype)]
@@ -434,16 +439,26 @@ def stream(plan: Plan, steps: list[Step], writer: Writer, scheme: str, dtype: np
             parts = op.apply(parts, context)
         return parts
 
-    with ThreadPoolExecutor(max_workers=1) as preparer:
-        upcoming = preparer.submit(prepare, steps[0]) if steps else None
+    sizes = [sum(writer.specs[target].nbytes for target in step.targets) for step in steps]
+    preparer = ThreadPoolExecutor(max_workers=PREPARE_THREADS)
+    pending: collections.deque = collections.deque()  # futures of steps submitted and not yet written
+    submitted = ahead = 0
+    try:
         for index, step in enumerate(steps):
-            parts = upcoming.result()
-            upcoming = preparer.submit(prepare, steps[index + 1]) if index + 1 < len(steps) else None
+            while submitted < len(steps) and (not pending or ahead + sizes[submitted] <= AHEAD_BYTES):
+                pending.append(preparer.submit(prepare, steps[submitted]))
+                ahead += sizes[submitted]
+                submitted += 1
+            parts = pending.popleft().result()
             for target, part in zip(step.targets, parts, strict=True):
                 writer.write(target, part)
                 advance(part.nbytes)
+            ahead -= sizes[index]
+            del parts
             if step.planned is not None:
                 plan.reader.release(step.planned.sources)
+    finally:
+        preparer.shutdown(cancel_futures=True)
 
 
 RECOMPUTED_FIELDS = {"architectures", "model_type", "dtype", "torch_dtype", "transformers_version"}

@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 from typing import BinaryIO
 
-import google_crc32c
+import crc32c
 import numpy as np
 
 from modelport.converters.base import BFLOAT16, Reader, TensorInfo, Writer, map_array
@@ -55,7 +55,7 @@ class _BadIndex(Exception):
 
 def _masked_crc(data) -> int:
     """TensorFlow stores crc32c values rotated and offset ("masked") so that crcs of crcs stay useful."""
-    return _mask(google_crc32c.value(data))
+    return _mask(crc32c.crc32c(data))
 
 
 def _mask(crc: int) -> int:
@@ -317,7 +317,7 @@ class TF1Reader(Reader):
             self._parse_index(_read_table(table))
         except _BadIndex as exc:
             raise ModelportError(f"{self.index_path}: {exc}") from None
-        self._check_data_files()
+        self._open_data_files()
 
     def _parse_index(self, records: list[tuple[bytes, bytes]]) -> None:
         if not records or records[0][0] != b"":
@@ -367,18 +367,22 @@ class TF1Reader(Reader):
         self.infos[name] = info
         self._locations[name] = (data_path, offset, size, _field(entry, 6, int, 0))
 
-    def _check_data_files(self) -> None:
-        """Fail on open, not halfway through a conversion, when a data file is missing or truncated."""
+    def _open_data_files(self) -> None:
+        """Open every data file up front (readers serve several threads), failing on open, not halfway through
+        a conversion, when one is missing or truncated."""
         needed: dict[Path, tuple[int, str]] = {}  # data file -> end of its last tensor, that tensor
         for name, (data_path, offset, size, _crc) in self._locations.items():
             if offset + size > needed.get(data_path, (-1, ""))[0]:
                 needed[data_path] = (offset + size, name)
         for data_path, (end, name) in needed.items():
             try:
-                length = data_path.stat().st_size
+                self._handles[data_path] = open(data_path, "rb")
             except OSError:
+                self.close()
                 raise ModelportError(f"{data_path}: data file of checkpoint {self.prefix} is missing") from None
+            length = os.fstat(self._handles[data_path].fileno()).st_size
             if length < end:
+                self.close()
                 raise ModelportError(
                     f"{data_path}: file is truncated ({length} bytes, tensor {name} ends at byte {end})"
                 )
@@ -389,8 +393,6 @@ class TF1Reader(Reader):
             raise ModelportError(f"{self.index_path}: no tensor named {name}")
         info = self.infos[name]
         data_path, offset, size, crc = self._locations[name]
-        if data_path not in self._handles:
-            self._handles[data_path] = open(data_path, "rb")
         array = map_array(self._handles[data_path].fileno(), offset, info)
         if _masked_crc(array) != crc:
             raise ModelportError(f"{data_path}: checksum mismatch for tensor {name} (file corrupt)")
@@ -398,6 +400,9 @@ class TF1Reader(Reader):
 
     def files(self) -> list[Path]:
         return [self.index_path, *sorted({location[0] for location in self._locations.values()})]
+
+    def verified_files(self) -> dict[Path, str]:
+        return {path: f"crc32c of each tensor, in {self.index_path.name}" for path in self._handles}
 
     def close(self) -> None:
         """Close the data files; arrays already handed out keep their own mappings."""
@@ -436,7 +441,7 @@ class TF1Writer(Writer):
         crc = 0
         for start in range(0, raw.size, _WRITE_CHUNK):
             chunk = raw[start:start + _WRITE_CHUNK]
-            crc = google_crc32c.extend(crc, chunk)
+            crc = crc32c.crc32c(chunk, crc)
             self._data.write(chunk)
         shape = b"".join(_field_bytes(2, _field_varint(1, dim)) for dim in array.shape)
         self._entries[name.encode("utf-8")] = (

@@ -6,6 +6,7 @@ variables (`{layer}`, or `{block:03}` for zero-padded ones), never loops in code
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -48,9 +49,16 @@ class Pattern:
     def __init__(self, text: str, when: Callable[[dict], bool] | None = None):
         self.text = text
         self.when = when
+        self.variables = tuple(found.group(1) for found in _VARIABLE.finditer(text))
+        self.offsets = {found.group(1): found.group(2) for found in _VARIABLE.finditer(text) if found.group(2)}
+
+    @functools.cached_property
+    def regex(self) -> re.Pattern:
+        """Compiled on first match: a conversion matches one mapping's patterns of one scheme, and compiling
+        every table's would cost each run a good part of its start-up."""
         regex, last = [], 0
-        for found in _VARIABLE.finditer(text):
-            regex.append(re.escape(text[last:found.start()]))
+        for found in _VARIABLE.finditer(self.text):
+            regex.append(re.escape(self.text[last:found.start()]))
             width = found.group(3)
             if width == KERAS_SUFFIX:
                 regex.append(f"(?:_(?P<{found.group(1)}>[1-9]\\d*))?")
@@ -58,10 +66,8 @@ class Pattern:
                 regex.append(f"(?P<{found.group(1)}>\\d{{{int(width)}}})" if width else
                              f"(?P<{found.group(1)}>0|[1-9]\\d*)")
             last = found.end()
-        regex.append(re.escape(text[last:]))
-        self.regex = re.compile("".join(regex))
-        self.variables = tuple(found.group(1) for found in _VARIABLE.finditer(text))
-        self.offsets = {found.group(1): found.group(2) for found in _VARIABLE.finditer(text) if found.group(2)}
+        regex.append(re.escape(self.text[last:]))
+        return re.compile("".join(regex))
 
     def match(self, name: str, config: dict | None = None) -> dict[str, int] | None:
         found = self.regex.fullmatch(name)
