@@ -104,3 +104,23 @@ def test_a_failed_read_stops_the_conversion_and_leaves_no_output(tmp_path, monke
         modelport.convert("bert", source, "safetensors", tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["tf1"]
+
+
+def test_a_same_layout_conversion_transposes_nothing(tmp_path, monkeypatch):
+    """extend's TF1 -> TF1 goes through the canonical form; the kernels' transposes in and out cancel, and the
+    output is still every source tensor (bar the extended table) bit for bit."""
+    from modelport.mappings import base
+
+    source = make_tf1_bert(tmp_path / "tf1", optimizer=False)
+    transposes = []
+    transposed = base.transposed
+    monkeypatch.setattr(base, "transposed", lambda array: transposes.append(array.shape) or transposed(array))
+    modelport.extend(source, 128, out=tmp_path / "long")
+    assert transposes == []
+    before, after = TF1Reader(source), TF1Reader(tmp_path / "long")
+    assert set(before.names()) == set(after.names())
+    for name in before.names():
+        if not name.endswith("position_embeddings"):
+            assert np.array_equal(before.read(name), after.read(name)), name
+    modelport.convert("bert", source, "safetensors", tmp_path / "st")
+    assert len(transposes) > 0  # the counter sees the transposes a layout change needs

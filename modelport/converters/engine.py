@@ -277,15 +277,31 @@ def _index_space(variables: set[str], counts: dict[str, str], config: dict) -> I
 
 def build(plan: Plan, planned: Planned, context: dict) -> np.ndarray:
     """One canonical tensor, made from its source parts."""
+    return target_parts(plan, planned, context, CANONICAL)[0]
+
+
+def target_parts(plan: Plan, planned: Planned, context: dict, scheme: str,
+                 dtype: np.dtype | None = None) -> list[np.ndarray]:
+    """One planned tensor in the target scheme (its parts there), cast to `dtype` on the way. The ops into the
+    canonical form and back out meet in the middle; pairs there that undo each other are skipped unless a
+    rewrite needs the canonical tensor (extend's TF1 -> TF1 transposes no kernel twice)."""
+    inward, outward = planned.row.to_canonical(plan.scheme), planned.row.from_canonical(scheme)
+    while planned.rewrite is None and inward and outward and inward[-1].undone_by(outward[0]):
+        inward, outward = inward[:-1], outward[1:]
     parts = [plan.reader.read(s) for s in planned.sources]
     try:
-        for op in planned.row.to_canonical(plan.scheme):
+        for op in inward:
             parts = op.apply(parts, context)
     except RankMismatch as mismatch:
         raise ModelportError(f"{plan.reader.path}: {planned.sources[mismatch.rank]} differs from {planned.sources[0]}, "
                              "which every model-parallel rank must hold identically (rank files from different "
                              "checkpoints?)") from None
-    return planned.rewrite(parts[0]) if planned.rewrite else parts[0]
+    if planned.rewrite:
+        parts = [planned.rewrite(parts[0])]
+    parts = [cast(part, dtype) for part in parts] if dtype is not None else parts  # elementwise: any stage will do
+    for op in outward:
+        parts = op.apply(parts, context)
+    return parts
 
 
 def extend_positions(plan: Plan, config: dict, positions: int, method: str, alpha: float) -> tuple[dict, str]:
@@ -434,10 +450,7 @@ def stream(plan: Plan, steps: list[Step], writer: Writer, scheme: str, dtype: np
     def prepare(step: Step) -> list[np.ndarray]:
         if step.filler:
             return [cast(step.filler.make(context["config"]), dtype)]
-        parts = [cast(build(plan, step.planned, context), dtype)]
-        for op in step.planned.row.from_canonical(scheme):
-            parts = op.apply(parts, context)
-        return parts
+        return target_parts(plan, step.planned, context, scheme, dtype)
 
     sizes = [sum(writer.specs[target].nbytes for target in step.targets) for step in steps]
     preparer = ThreadPoolExecutor(max_workers=PREPARE_THREADS)

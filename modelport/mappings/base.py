@@ -103,6 +103,11 @@ class Op:
     def reverse_op(self) -> "Op":
         raise NotImplementedError
 
+    def undone_by(self, following: "Op") -> bool:
+        """Whether `following`, applied right after this op, restores its input whatever the context, so a
+        conversion between two layouts that both hold the tensor this way can skip the pair."""
+        return False
+
 
 def transposed(array: np.ndarray, band: int = 64) -> np.ndarray:
     """A contiguous copy of array.T, written in bands of rows: numpy's plain strided copy reads a large matrix
@@ -127,6 +132,9 @@ class Transpose(Op):
     @property
     def reverse_op(self):
         return self
+
+    def undone_by(self, following):
+        return isinstance(following, Transpose)
 
 
 TRANSPOSE = Transpose()
