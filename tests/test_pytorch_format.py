@@ -215,16 +215,26 @@ def test_find_pytorch_files_ignores_other_checkpoints(tmp_path):
     assert find_pytorch_files(tmp_path / "absent.bin") is None
 
 
-def test_package_imports_without_torch(tmp_path):
+def test_writing_needs_no_torch_and_reading_says_how_to_get_it(tmp_path):
+    """The writer names torch's classes as text, so it runs (and is fast to start) where torch is missing; the
+    reader needs torch.load and says so."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from modelport.converters.pytorch import PyTorchWriter\n"
+        "import numpy as np\n"
+        "from modelport.converters.base import TensorInfo\n"
+        "from modelport.converters.pytorch import PyTorchReader, PyTorchWriter\n"
         "from modelport.errors import ModelportError\n"
-        "try:\n    PyTorchWriter(sys.argv[1], {})\nexcept ModelportError as error:\n    print(error)\n"
+        "array = np.arange(6, dtype=np.float32).reshape(2, 3)\n"
+        "writer = PyTorchWriter(sys.argv[1], {'w': TensorInfo((2, 3), array.dtype)})\n"
+        "writer.write('w', array)\n"
+        "writer.close()\n"
+        "try:\n    PyTorchReader(sys.argv[1])\nexcept ModelportError as error:\n    print(error)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True, check=True)
     assert "pip install torch" in result.stdout
+    loaded = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
+    assert np.array_equal(loaded["w"].numpy(), np.arange(6, dtype=np.float32).reshape(2, 3))
 
 
 # ---------------------------------------------------------------------------------------------- refusals

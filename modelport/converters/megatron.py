@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from modelport.converters.base import Reader, TensorInfo, Writer, dtype_name
-from modelport.converters.pytorch import STORAGE_TYPES, PyTorchReader, _import_torch, _writing, _ZipCheckpoint
+from modelport.converters.pytorch import PyTorchReader, _writing, _ZipCheckpoint
 from modelport.errors import ModelportError
 
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -157,14 +157,11 @@ class MegatronWriter(Writer):
 
     def __init__(self, out_dir, specs: dict[str, TensorInfo], max_shard_size: int | None = None):
         super().__init__(out_dir, specs, max_shard_size)
-        torch = _import_torch()
-        self._storage_types = {name: getattr(torch, storage) for name, storage in STORAGE_TYPES.items()}
         ranks = 1 + max((split_name(name)[0] for name in specs), default=0)
         folder = self.out_dir / RELEASE
         with _writing(folder):
             folder.mkdir(parents=True, exist_ok=True)
-            self._files = [_ZipCheckpoint(folder / rank_file_name(rank), torch._utils._rebuild_tensor_v2)
-                           for rank in range(ranks)]
+            self._files = [_ZipCheckpoint(folder / rank_file_name(rank)) for rank in range(ranks)]
         self._expected = iter(specs)
 
     def write(self, name: str, array: np.ndarray) -> None:
@@ -175,7 +172,7 @@ class MegatronWriter(Writer):
         rank, inner = split_name(name)
         file = self._files[rank]
         with _writing(file.path):
-            file.add_tensor(inner, array, self._storage_types[dtype_name(array.dtype)])
+            file.add_tensor(inner, array)
 
     def close(self) -> list[str]:
         unwritten = list(self._expected)

@@ -2,8 +2,8 @@
 
 Reading goes through torch.load(weights_only=True, mmap=True): a downloaded checkpoint must never run code,
 and a 5 GB shard must not be copied into RAM. Writing streams each tensor straight into the zip layout that
-torch.save produces, so the model is never gathered in memory and torch.save is not needed.
-torch is imported only when a checkpoint is actually read or written.
+torch.save produces, so the model is never gathered in memory; it needs no torch at all (its pickle names
+torch's classes and functions as text), which spares a conversion to PyTorch the second torch takes to import.
 """
 
 from __future__ import annotations
@@ -236,10 +236,23 @@ class PyTorchReader(Reader):
 
 
 @dataclass(frozen=True)
+class _TorchName:
+    """One of torch's functions or classes, as data.pkl refers to it: by module and name (pickle's GLOBAL)."""
+
+    module: str
+    name: str
+
+
+# One object per name, as pickle memoizes by identity: torch.save's data.pkl names each only once.
+REBUILD_TENSOR = _TorchName("torch._utils", "_rebuild_tensor_v2")
+STORAGE_NAMES = {dtype: _TorchName("torch", storage) for dtype, storage in STORAGE_TYPES.items()}
+
+
+@dataclass(frozen=True)
 class _StorageRef:
     """Stands for a data/<key> record in data.pkl; pickled by persistent id, as torch.save does."""
 
-    storage_type: type
+    storage_type: _TorchName
     key: str
     numel: int
 
@@ -253,22 +266,33 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
-class _StateDictPickler(pickle.Pickler):
-    """Pickles placeholders exactly as torch.save pickles tensors, so torch.load(weights_only=True) accepts them."""
+class _StateDictPickler(pickle._Pickler):
+    """Pickles placeholders exactly as torch.save pickles tensors, so torch.load(weights_only=True) accepts them.
+    Python's own pickler, not the C one: only it lets a name be written without importing what it names."""
 
-    def __init__(self, stream, rebuild_tensor):
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def __init__(self, stream):
         super().__init__(stream, protocol=2)  # torch.save's default protocol
-        self.rebuild_tensor = rebuild_tensor
+
+    def save_torch_name(self, obj: _TorchName) -> None:
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+        self.memoize(obj)
+
+    def save_tensor(self, obj: _TensorRef) -> None:
+        """As pickle saves a __reduce__ result: the function, its arguments, REDUCE."""
+        self.save(REBUILD_TENSOR)
+        self.save((obj.storage, 0, obj.shape, obj.stride, False, OrderedDict()))
+        self.write(pickle.REDUCE)
+        self.memoize(obj)
+
+    dispatch[_TorchName] = save_torch_name
+    dispatch[_TensorRef] = save_tensor
 
     def persistent_id(self, obj):
         if isinstance(obj, _StorageRef):
             return ("storage", obj.storage_type, obj.key, "cpu", obj.numel)
         return None
-
-    def reducer_override(self, obj):
-        if isinstance(obj, _TensorRef):
-            return self.rebuild_tensor, (obj.storage, 0, obj.shape, obj.stride, False, OrderedDict())
-        return NotImplemented
 
 
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -297,10 +321,9 @@ class _ZipCheckpoint:
     data descriptors, which torch may use to compute record offsets, and Python's zipfile does not write them.
     """
 
-    def __init__(self, path: Path, rebuild_tensor):
+    def __init__(self, path: Path):
         self.path = path
         self.folder = path.stem
-        self.rebuild_tensor = rebuild_tensor
         self.tensors: OrderedDict[str, _TensorRef] = OrderedDict()
         self.stream = open(path, "wb")
         self.zip = zipfile.ZipFile(self.stream, "w", zipfile.ZIP_STORED)
@@ -309,7 +332,7 @@ class _ZipCheckpoint:
     def _add_record(self, name: str, data: bytes) -> None:
         self.zip.writestr(zipfile.ZipInfo(f"{self.folder}/{name}", ZIP_DATE), data)
 
-    def add_tensor(self, name: str, array: np.ndarray, storage_type) -> None:
+    def add_tensor(self, name: str, array: np.ndarray) -> None:
         key = str(len(self.tensors))
         data = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
         record = zipfile.ZipInfo(f"{self.folder}/data/{key}", ZIP_DATE)
@@ -322,13 +345,13 @@ class _ZipCheckpoint:
         with self.zip.open(record, "w", force_zip64=True) as entry:
             entry.write(data)
         shape = tuple(array.shape)
-        storage = _StorageRef(storage_type, key, int(array.size))
+        storage = _StorageRef(STORAGE_NAMES[dtype_name(array.dtype)], key, int(array.size))
         self.tensors[name] = _TensorRef(storage, shape, _contiguous_strides(shape))
 
     def finish(self, wrap=None) -> None:
         """`wrap` builds the pickled object around the state dict (Megatron's {"module": ...}); default: itself."""
         pickled = io.BytesIO()
-        _StateDictPickler(pickled, self.rebuild_tensor).dump(wrap(self.tensors) if wrap else self.tensors)
+        _StateDictPickler(pickled).dump(wrap(self.tensors) if wrap else self.tensors)
         self._add_record("data.pkl", pickled.getvalue())
         self._add_record("version", b"3\n")
         self.zip.close()
@@ -343,9 +366,6 @@ class PyTorchWriter(Writer):
 
     def __init__(self, out_dir, specs: dict[str, TensorInfo], max_shard_size: int | None = None):
         super().__init__(out_dir, specs, max_shard_size)
-        torch = _import_torch()
-        self._rebuild_tensor = torch._utils._rebuild_tensor_v2
-        self._storage_types = {name: getattr(torch, storage) for name, storage in STORAGE_TYPES.items()}
         groups = shard_groups(specs, max_shard_size)
         if len(groups) > 1:
             self._file_names = [f"pytorch_model-{i:05d}-of-{len(groups):05d}.bin" for i in range(1, len(groups) + 1)]
@@ -366,8 +386,8 @@ class PyTorchWriter(Writer):
             self._finish_current()
         with _writing(path):
             if self._current is None:
-                self._current = _ZipCheckpoint(path, self._rebuild_tensor)
-            self._current.add_tensor(name, array, self._storage_types[dtype_name(array.dtype)])
+                self._current = _ZipCheckpoint(path)
+            self._current.add_tensor(name, array)
 
     def _finish_current(self) -> None:
         if self._current is not None:
@@ -381,7 +401,7 @@ class PyTorchWriter(Writer):
             raise ModelportError(f"internal: {len(unwritten)} tensors were never written, first {unwritten[0]}")
         if self._current is None:  # no tensors at all: still write an (empty) checkpoint
             with _writing(self.out_dir / SINGLE_FILE):
-                self._current = _ZipCheckpoint(self.out_dir / SINGLE_FILE, self._rebuild_tensor)
+                self._current = _ZipCheckpoint(self.out_dir / SINGLE_FILE)
         self._finish_current()
         if len(self._file_names) == 1:
             return list(self._file_names)
