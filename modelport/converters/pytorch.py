@@ -105,19 +105,20 @@ def _is_zip(file: Path) -> bool:
         return stream.read(len(ZIP_MAGIC)) == ZIP_MAGIC
 
 
-_MADV_PAGEOUT = 21  # Linux >= 5.4; elsewhere madvise fails and pages stay, which is only slower
+_MADV_DONTNEED = 4
 
 
 def _release_pages(tensor) -> None:
     """Drop a memory-mapped tensor's pages from the resident set. With mmap=True every page read so far would
-    stay resident and peak memory would grow with the checkpoint; MADV_PAGEOUT only reclaims clean pages of
-    the file (read again from it if touched), so no data can be lost."""
+    stay resident and peak memory would grow with the checkpoint. MADV_DONTNEED unmaps them from this process
+    only: the file's pages stay in the page cache (MADV_PAGEOUT would evict them, so the next read of the
+    file goes to disk), and a later touch maps them again from the unmodified file."""
     start = tensor.data_ptr()
     end = start + tensor.numel() * tensor.element_size()
     page = mmap.PAGESIZE
     aligned = start - start % page
     if end > aligned:
-        _libc().madvise(ctypes.c_void_p(aligned), ctypes.c_size_t(end - aligned), _MADV_PAGEOUT)
+        _libc().madvise(ctypes.c_void_p(aligned), ctypes.c_size_t(end - aligned), _MADV_DONTNEED)
 
 
 @functools.lru_cache(maxsize=1)
