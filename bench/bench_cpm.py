@@ -6,7 +6,7 @@ rank files of float16 (2 x 2.6 GB), random values. Prints one markdown table.
 The checkpoint (32 layers, hidden 2560, 32 heads, vocab 30000, 1024 positions) is written once by torch.save,
 one rank at a time, as DIR/cpm-2.6b-<zip|legacy>/80000/mp_rank_0R_model_states.pt, and cached. Each
 conversion (Megatron -> safetensors, then safetensors -> Megatron) runs in its own process under
-/usr/bin/time -v (wall time, peak RSS) after a warm-up read. Outputs are deleted afterwards; the source too
+/usr/bin/time -v (wall time, peak RSS) after a warm-up read, with memory settled as in bench_convert.py. Outputs are deleted afterwards; the source too
 unless --keep. Needs ~16 GB of disk.
 """
 
@@ -90,14 +90,13 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     command = [sys.executable, "-m", "modelport", "convert", "cpm", "--quiet", "--overwrite"]
-    steps = [(f"Megatron ({kind}, 2 ranks) -> safetensors", source, [*command, str(source), "-o", str(work / "hf")]),
-             ("safetensors -> Megatron (2 ranks)", work / "hf",
-              [*command, str(work / "hf"), "--to", "megatron", "-o", str(work / "megatron")])]
+    steps = [(f"Megatron ({kind}, 2 ranks) -> safetensors", source, work / "hf", [source]),
+             ("safetensors -> Megatron (2 ranks)", work / "hf", work / "megatron", [work / "hf", "--to", "megatron"])]
     rows = []
     try:
-        for label, read, step in steps:
+        for label, read, written, arguments in steps:
             warm(read / ITERATION if (read / ITERATION).is_dir() else read)
-            wall, rss = timed(step)
+            wall, rss = timed([*command, *map(str, arguments), "-o", str(written)], written)
             gigabytes = size_of(read)
             rows.append((label, gigabytes, wall, rss))
     finally:

@@ -164,14 +164,16 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
                    if name in mapping.required_config and name not in {**shipped, **override}]
         if assumed:
             notes.append(f"assumed {', '.join(assumed)} (the {mapping.arch} release's; --config FILE overrides)")
-        extension_record = None
+        changes = {}  # what the conversion changed beyond the layout, for the record
         if positions is not None:
             hf, extension = engine.extend_positions(plan, hf, positions, method, alpha)
             notes.append(extension)
-            extension_record = {"positions": positions, "method": method, "alpha": alpha, "description": extension}
+            changes["position_extension"] = {"positions": positions, "method": method, "alpha": alpha,
+                                             "description": extension}
         if prune is not None:
             hf, pruning = prune.apply(plan, hf)
             notes.append(pruning)
+            changes["vocabulary_pruning"] = {"tokens": len(prune.keep), "description": pruning}
         out_dtype = engine.output_dtype(plan, dtype)
         context = {"config": hf, "ranks": ranks or plan.ranks or mapping.ranks}
         if target_format == "keras":
@@ -211,7 +213,7 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
                 notes += _keras_deviation(plan, hf, staging, strict, exact)
             files.append(write_record(staging, conversion_record(plan, model_class.name, target_format, target_scheme,
                                                                  dtype_name(out_dtype), digests.result(),
-                                                                 extension_record)))
+                                                                 [other for other, _, _, _ in others], changes)))
     plans = [plan, *(other for other, _, _, _ in others)]
     return ConversionReport(out=out, model_class=model_class.name, files=files, tensors=len(specs),
                             parameters=sum(engine.parameter_count(p) for p in plans), bytes=total,
@@ -294,6 +296,10 @@ def _keras_deviation(plan: engine.Plan, hf: dict, preset: Path, strict: bool, ex
 
 
 def _refuse_unknown(plan: engine.Plan, allow_unmapped: bool) -> None:
+    if plan.refused:
+        why = plan.refused[0][1]
+        names = [name for name, reason in plan.refused if reason == why]
+        raise ModelportError(f"{plan.reader.path}: {why} ({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})")
     if plan.unknown and not allow_unmapped:
         raise ModelportError(f"{plan.reader.path}: {len(plan.unknown)} tensors the {plan.mapping.arch} mapping does "
                              f"not know: {', '.join(plan.unknown[:8])}{' ...' if len(plan.unknown) > 8 else ''} "

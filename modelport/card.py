@@ -90,9 +90,14 @@ def _record(record: dict | None) -> list[str]:
     ]
     if skipped.get("unmapped"):
         lines.append(f"| unmapped tensors left out | {', '.join(skipped['unmapped'])} |")
-    extension = record.get("position_extension")
-    if extension:
-        lines.append(f"| position extension | {extension.get('description') or extension} |")
+    if source.get("part"):
+        lines.append(f"| network | the {source['part']}"
+                     + "".join(f", with the {other.get('part')} ({other.get('format')})"
+                               for other in source.get("with", [])) + " |")
+    for field, label in (("position_extension", "position extension"), ("vocabulary_pruning", "vocabulary")):
+        change = record.get(field)
+        if change:
+            lines.append(f"| {label} | {change.get('description') or change} |")
     lines += ["", "Source files:", "", "| file | bytes | sha256 |", "|---|---|---|"]
     lines += [f"| {f.get('name')} | {f.get('bytes')} | {_identity(f)} |" for f in source.get("files", [])]
     lines += ["", *_verification(record.get("verify"))]

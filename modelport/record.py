@@ -81,17 +81,22 @@ class SourceDigests:
 
 
 def conversion_record(plan, model_class: str, target_format: str, target_scheme: str, dtype: str,
-                      sources: list[dict], position_extension: dict | None) -> dict:
-    """What a conversion made and from what (file names only: local paths stay private)."""
+                      sources: list[dict], others: list, changes: dict) -> dict:
+    """What a conversion made and from what (file names only: local paths stay private): `others` are the
+    plans of the parts given beside the source (--with), `changes` what was done beyond changing the layout
+    (position_extension, vocabulary_pruning)."""
     record = {
         "modelport": modelport_version(), "date": utc_now(), "arch": plan.mapping.arch, "model_class": model_class,
         "source": {"format": plan.reader.format, "layout": plan.scheme, "files": sources},
         "output": {"format": target_format, "layout": target_scheme, "dtype": dtype},
         "skipped": {"training_state": len(plan.training_state), "unmapped": list(plan.unknown)},
     }
-    if position_extension:
-        record["position_extension"] = position_extension
-    return record
+    if plan.mapping.variant:
+        record["source"]["part"] = plan.mapping.variant
+    if others:
+        record["source"]["with"] = [{"part": other.mapping.variant, "format": other.reader.format,
+                                     "layout": other.scheme} for other in others]
+    return {**record, **changes}
 
 
 def write_record(folder: Path, record: dict) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import modelport
-from conftest import sample_batch, tf_load
+from conftest import sample_batch, tf_load, tf_save
 from electra_checkpoints import (DISCRIMINATOR, GENERATOR, google_electra_tensors, hf_electra_outputs,
                                  make_hf_electra, make_tf1_electra)
 from reference import ELECTRA_ACTIVATIONS, gelu_tanh, google_electra
@@ -172,6 +172,10 @@ def test_transformers_parts_to_one_google_checkpoint(tmp_path):
     assert report.tensors == len(tensors)
     hparams = json.loads((out / "hparams.json").read_text())
     assert hparams["generator_hidden_size"] == 0.5 and hparams["generator_layers"] == 1.0
+    source = json.loads((out / "modelport.json").read_text())["source"]
+    assert source["part"] == "discriminator"
+    assert source["with"] == [{"part": "generator", "format": "safetensors", "layout": "hf"}]
+    assert {f["name"] for f in source["files"]} == {"model.safetensors", "config.json"}  # both folders' (same names)
     assert hparams["model_hparam_overrides"]["hidden_size"] == 128 and hparams["embedding_size"] == 32
     for part, folder in (("discriminator", discriminator), ("generator", generator)):
         ids, segments = sample_batch(NETWORKS[part])
@@ -275,3 +279,36 @@ def test_cli_parts(tf1_electra, tmp_path):
                               f"generator={tmp_path / 'generator'}", "-o", tmp_path / "y"), "--to tf")
     table = run("inspect", tf1_electra)
     assert "parts: discriminator, generator" in table.stdout
+
+
+def test_a_generator_with_embeddings_of_its_own_is_refused_and_the_discriminator_still_converts(tmp_path):
+    """Google's untied_generator_embeddings puts the generator's own embeddings under generator/embeddings
+    (as wide as the generator, so no projection). Leaving them out would make the generator read the
+    discriminator's, so converting it is an error even with --allow-unmapped; the discriminator is unaffected."""
+    gen = {**GENERATOR, "embedding_size": GENERATOR["hidden_size"]}
+    tensors = google_electra_tensors(gen=None)
+    untied = google_electra_tensors(gen, gen=gen, seed=1)
+    tensors.update({name.replace("electra/embeddings", "generator/embeddings"): value
+                    for name, value in untied.items() if name.startswith("electra/embeddings/")})
+    tensors.update({name: value for name, value in untied.items() if name.startswith("generator")})
+    assert not any(name.startswith("generator/embeddings_project") for name in tensors)
+    source = tmp_path / "untied"
+    source.mkdir()
+    tf_save(source / "model.ckpt", tensors)
+    (source / "vocab.txt").write_text("\n".join(f"t{i}" for i in range(DISCRIMINATOR["vocab_size"])) + "\n")
+
+    for allow_unmapped in (False, True):
+        with pytest.raises(modelport.ModelportError, match=r"embeddings of its own .*generator/embeddings/"):
+            modelport.convert("electra", source, "safetensors", tmp_path / "gen", part="generator",
+                              allow_unmapped=allow_unmapped)
+    assert not (tmp_path / "gen").exists()
+    actions = {t["name"]: t["action"] for t in modelport.inspect(source, part="generator")["tensors"]}
+    assert actions["generator/embeddings/word_embeddings"].startswith("REFUSED (the generator has embeddings")
+    result = run("convert", "electra", source, "--part", "generator", "-o", tmp_path / "gen", "--allow-unmapped")
+    assert_one_line_error(result, "untied_generator_embeddings")
+
+    out = tmp_path / "disc"
+    modelport.convert("electra", source, "safetensors", out)
+    ids, segments = sample_batch(DISCRIMINATOR)
+    assert_close(hf_electra_outputs(out, ids, segments),
+                 google_electra(tf_load(source / "model.ckpt"), DISCRIMINATOR, ids, segments))

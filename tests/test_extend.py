@@ -140,7 +140,8 @@ def test_tf1_stays_tf1_and_long_inputs_match_the_reference(tf1_bert, tmp_path):
 
 OTHER_MODELS = {  # transformers class, config class, config: other mappings that declare a position table
     "cpm": ("GPT2LMHeadModel", "GPT2Config",
-            dict(n_embd=16, n_layer=1, n_head=2, vocab_size=50, n_positions=32, bos_token_id=7, eos_token_id=7)),
+            dict(n_embd=16, n_layer=1, n_head=2, vocab_size=50, n_positions=32, n_ctx=32, bos_token_id=7,
+                 eos_token_id=7)),
     "albert": ("AlbertForPreTraining", "AlbertConfig",
                dict(vocab_size=50, embedding_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                     intermediate_size=20, max_position_embeddings=32)),
@@ -162,7 +163,9 @@ def test_other_architectures_extend_through_their_mapping(tmp_path, arch):
     model.save_pretrained(tmp_path / "src")
     table = MAPPINGS[arch].positions
     modelport.extend(tmp_path / "src", 128, out=tmp_path / "long")
-    assert json.loads((tmp_path / "long" / "config.json").read_text())[table.config_field] == 128
+    config = json.loads((tmp_path / "long" / "config.json").read_text())
+    assert config[table.config_field] == 128
+    assert all(config[alias] == 128 for alias in table.aliases)  # GPT-2's n_ctx too, which the source states
     long = getattr(transformers, class_name).from_pretrained(tmp_path / "long").eval()
     ids = torch.from_numpy(np.random.default_rng(0).integers(0, 50, size=(2, 128)))
     with torch.no_grad():

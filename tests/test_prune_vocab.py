@@ -131,6 +131,9 @@ def test_bert_in_transformers_format_stays_there(tmp_path):
     tensors = _safetensors(tmp_path / "small")
     assert tensors["bert.embeddings.word_embeddings.weight"].shape[0] == tensors["cls.predictions.bias"].shape[0] == 9
     np.testing.assert_array_equal(tensors["cls.predictions.bias"], _safetensors(source)["cls.predictions.bias"][keep])
+    record = json.loads((tmp_path / "small" / "modelport.json").read_text())
+    assert record["vocabulary_pruning"] == {"tokens": 9, "description": "vocabulary pruned to 9 of 99 tokens (ids "
+                                                                        "renumbered in order)"}
 
 
 def test_errors(tmp_path):

@@ -43,6 +43,7 @@ class Plan:
     training_state: list[str] = field(default_factory=list)
     aliases: list[tuple[str, str, str]] = field(default_factory=list)  # (source name, kind, canonical target)
     unknown: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (source name, why the mapping cannot convert it)
     elsewhere: list[tuple[str, str]] = field(default_factory=list)  # (source name, the other variant it belongs to)
     ranks: int = 0  # model-parallel ranks of a partitioned source (0: not partitioned)
 
@@ -61,6 +62,9 @@ class Plan:
         for source, variant in self.elsewhere:
             if source == name:
                 return f"skipped ({variant}: --part {variant})"
+        for source, why in self.refused:
+            if source == name:
+                return f"REFUSED ({why})"
         return "skipped (training state)" if name in self.training_state else "UNKNOWN"
 
 
@@ -93,6 +97,8 @@ def plan_source(mapping: Mapping, reader: Reader, schemes: list[str] | None = No
             plan.training_state.append(name)
         elif (alias := mapping.alias_of(scheme, name)) is not None:
             plan.aliases.append((name, *alias))
+        elif (why := mapping.refusal(scheme, name)) is not None:
+            plan.refused.append((name, why))
         elif (variant := mapping.variant_of(scheme, name)) is not None:
             plan.elsewhere.append((name, variant))
         else:
@@ -320,7 +326,9 @@ def extend_positions(plan: Plan, config: dict, positions: int, method: str, alph
     check_extension(trained, positions, method, alpha)
     planned.info = TensorInfo((table.reserved + positions, *rest), planned.info.dtype)
     planned.rewrite = lambda array: extend_table(array, positions, method, alpha, table.reserved)
-    extended = {**config, table.config_field: table.reserved + positions}
+    extended = {**config, **{field: table.reserved + positions
+                             for field in (table.config_field, *table.aliases) if field in config or
+                             field == table.config_field}}
     return extended, describe_extension(trained, positions, method, alpha)
 
 

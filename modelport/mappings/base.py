@@ -360,11 +360,13 @@ class ModelClass:
 @dataclass(frozen=True)
 class PositionTable:
     """A learned absolute position embedding: which canonical tensor, which config field states its length,
-    and how many leading rows are reserved (RoBERTa-style padding offset) and must not be extended."""
+    and how many leading rows are reserved (RoBERTa-style padding offset) and must not be extended; `aliases`
+    are other fields stating the same length (GPT-2's legacy n_ctx), updated where a config has them."""
 
     tensor: str
     config_field: str
     reserved: int = 0
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -483,6 +485,9 @@ class Mapping:
     omitted: dict[str, tuple[str, ...]] = field(default_factory=dict)  # scheme -> parts that layout has no place
     # for (a KerasHub backbone has no pretraining heads): left out, with a note
     fillers: dict[str, tuple[Filler, ...]] = field(default_factory=dict)  # scheme -> tensors only it holds
+    refused: dict[str, dict[str, str]] = field(default_factory=dict)  # scheme -> {name regex: why}: tensors the
+    # mapping knows it cannot convert, whose absence would make the output compute something else; an error even
+    # with --allow-unmapped
 
     def __post_init__(self):
         self._skip = [re.compile(p) for p in OPTIMIZER_PATTERNS + self.skip]
@@ -534,9 +539,15 @@ class Mapping:
     def variant_of(self, scheme: str, name: str) -> str | None:
         """The other variant whose tensor this is (a generator tensor seen from the discriminator)."""
         for other in self.variants.values():
-            if other is not self and (other.match(scheme, name) or other.alias_of(scheme, name)):
+            if other is not self and (other.match(scheme, name) or other.alias_of(scheme, name)
+                                      or other.refusal(scheme, name)):
                 return other.variant
         return None
+
+    def refusal(self, scheme: str, name: str) -> str | None:
+        """Why this mapping cannot convert the tensor `name`, when it is one it refuses."""
+        return next((why for pattern, why in self.refused.get(scheme, {}).items() if re.fullmatch(pattern, name)),
+                    None)
 
     def held_variants(self, names: list[str]) -> list[str]:
         """The variants a checkpoint holds: those explaining a tensor that no other variant explains."""

@@ -157,7 +157,7 @@ MAPPING = Mapping(
     required_config=("n_head",),
     constraints=("n_embd % n_head == 0", "bos_token_id < vocab_size", "eos_token_id < vocab_size"),
     tokenizer="cpm",
-    positions=PositionTable("transformer.wpe.weight", "n_positions"),
+    positions=PositionTable("transformer.wpe.weight", "n_positions", aliases=("n_ctx",)),
     defaults={"megatron": CPM_DEFAULTS, "tf1": CPM_DEFAULTS, "keras": keras.GPT2_DEFAULTS},
     ranks=2,
     keras=KERAS,

@@ -240,6 +240,10 @@ MAPPING = Mapping(
 GENERATOR_MAPPING = Mapping(
     **SHARED,
     rows=GENERATOR_ROWS,
+    # Google's code can give the generator embeddings of its own (untied_generator_embeddings; no release does),
+    # which these rows do not map: left out, the generator would read the discriminator's and compute garbage.
+    refused={"tf1": {r"generator/embeddings/.*": "the generator has embeddings of its own "
+                                                 "(untied_generator_embeddings), which modelport cannot convert"}},
     classes=[ModelClass.of("ElectraForMaskedLM", "base", "head", optional=["project"]),
              ModelClass.of("ElectraModel", "base", bare=True, optional=["project"])],
     tied={"generator_lm_head.weight": "electra.embeddings.word_embeddings.weight"},
