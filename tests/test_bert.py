@@ -258,3 +258,26 @@ def test_inspect_reports_every_tensor(tf1_bert):
     assert actions["global_step"] == "skipped (training state)"
     assert actions["bert/pooler/dense/kernel/adam_m"] == "skipped (training state)"
     assert result["parameters"] == sum(v.size for v in google_bert_tensors(TINY_BERT).values())
+
+
+def test_partitioned_word_embeddings_convert(tmp_path):
+    """A checkpoint trained with a partitioner (Saver writes the embedding table in slices) converts like any
+    other: the reader assembles the slices."""
+    import tensorflow as tf
+
+    tensors = google_bert_tensors(TINY_BERT)
+    table = tensors.pop("bert/embeddings/word_embeddings")
+    rows = [0, 40, 70, table.shape[0]]
+    names = [*sorted(tensors), *["bert/embeddings/word_embeddings"] * 3]
+    specs = [""] * len(tensors) + [f"{table.shape[0]} {table.shape[1]} {start},{stop - start}:-"
+                                   for start, stop in zip(rows, rows[1:])]
+    values = [tensors[n] for n in sorted(tensors)] + [table[start:stop] for start, stop in zip(rows, rows[1:])]
+    source = tmp_path / "partitioned"
+    source.mkdir()
+    tf.raw_ops.SaveV2(prefix=str(source / "bert_model.ckpt"), tensor_names=names, shape_and_slices=specs,
+                      tensors=[tf.constant(v) for v in values])
+    (source / "bert_config.json").write_text(json.dumps(TINY_BERT))
+    modelport.convert("bert", source, "safetensors", tmp_path / "out")
+    ids, segments = sample_batch(TINY_BERT)
+    assert_close(hf_outputs(tmp_path / "out", ids, segments),
+                 google_bert({**tensors, "bert/embeddings/word_embeddings": table}, TINY_BERT, ids, segments))

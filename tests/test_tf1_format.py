@@ -232,11 +232,57 @@ def test_folder_without_a_checkpoint(tmp_path):
         TF1Reader(tmp_path)
 
 
-def test_partitioned_variables_are_named(tf, tmp_path):
-    prefix = str(tmp_path / "model.ckpt")  # the first half of a partitioned variable of shape [4]
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["vocab"], shape_and_slices=["4 0,2"], tensors=[tf.ones([2])])
-    with raises_naming(tmp_path / "model.ckpt.index", "tensor vocab .*partitioned"):
+def save_slices(tf, prefix: Path, slices: list[tuple[str, str, np.ndarray]]) -> None:
+    """What tf.compat.v1.train.Saver runs for partitioned variables: SaveV2 with a slice spec per part
+    ("full shape start,length:start,length", "-" for a whole dimension)."""
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=[name for name, _, _ in slices],
+                      shape_and_slices=[spec for _, spec, _ in slices],
+                      tensors=[tf.constant(value) for _, _, value in slices])
+
+
+def test_partitioned_variables_are_assembled_from_their_slices(tf, tmp_path):
+    """Slices are found by TensorFlow's own coded keys: offsets past 63 and 8191 take longer codes."""
+    rng = np.random.default_rng(0)
+    vocab = rng.standard_normal((20000, 3)).astype(np.float32)
+    kernel = rng.standard_normal((4, 6))
+    tiles = np.arange(12, dtype=np.int64).reshape(3, 4)
+    save_slices(tf, tmp_path / "model.ckpt", [
+        ("bert/embeddings/word_embeddings", "20000 3 9000,11000:-", vocab[9000:]),
+        ("bert/embeddings/word_embeddings", "20000 3 0,70:-", vocab[:70]),
+        ("bert/embeddings/word_embeddings", "20000 3 70,8930:-", vocab[70:9000]),
+        ("kernel", "4 6 -:0,2", kernel[:, :2]), ("kernel", "4 6 -:2,4", kernel[:, 2:]),
+        ("tiles", "3 4 0,1:0,4", tiles[:1]), ("tiles", "3 4 1,2:0,2", tiles[1:, :2]),
+        ("tiles", "3 4 1,2:2,2", tiles[1:, 2:]),
+        ("plain", "", np.ones(5, np.float32)),
+    ])
+    expected = {"bert/embeddings/word_embeddings": vocab, "kernel": kernel, "tiles": tiles,
+                "plain": np.ones(5, np.float32)}
+    with TF1Reader(tmp_path) as reader:
+        assert sorted(reader.names()) == sorted(expected)
+        for name, value in expected.items():
+            assert reader.infos[name] == TensorInfo(value.shape, value.dtype)
+            assert_identical(reader.read(name), value)
+            np.testing.assert_array_equal(reader.read(name), tf.train.load_checkpoint(str(tmp_path / "model.ckpt"))
+                                          .get_tensor(name))
+        assert not reader.read("kernel").flags.writeable
+
+
+def test_a_partitioned_variable_missing_slices_is_refused(tf, tmp_path):
+    prefix = tmp_path / "model.ckpt"  # the first half of a partitioned variable of shape [4]
+    save_slices(tf, prefix, [("vocab", "4 0,2", np.ones(2, np.float32))])
+    with raises_naming(tmp_path / "model.ckpt.index", "tensor vocab: its slices hold 2 of its 4 values"):
         TF1Reader(prefix)
+
+
+def test_a_damaged_slice_fails_the_checksum(tf, tmp_path):
+    save_slices(tf, tmp_path / "model.ckpt", [("vocab", "4 0,2", np.ones(2, np.float32)),
+                                              ("vocab", "4 2,2", np.zeros(2, np.float32))])
+    data = tmp_path / "model.ckpt.data-00000-of-00001"
+    content = bytearray(data.read_bytes())
+    content[1] ^= 0x01
+    data.write_bytes(bytes(content))
+    with TF1Reader(tmp_path) as reader, raises_naming(data, r"checksum mismatch for tensor vocab\[[02]:[24]\]"):
+        reader.read("vocab")
 
 
 def test_string_metadata_is_set_aside(tf, tmp_path):

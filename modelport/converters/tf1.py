@@ -16,7 +16,7 @@ import os
 import re
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import crc32c
 import numpy as np
@@ -134,6 +134,43 @@ def _field(fields: dict[int, list[int | bytes]], number: int, kind: type, defaul
     if not isinstance(values[-1], kind):
         raise _BadIndex(f"protobuf field {number} has the wrong wire type")
     return values[-1]
+
+
+# --- slice keys (TensorFlow's OrderedCode) --------------------------------------------------------
+
+
+def _code_number(value: int) -> bytes:
+    """OrderedCode::WriteNumIncreasing: a length byte, then the value's big-endian bytes."""
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return bytes([len(raw)]) + raw
+
+
+def _code_string(text: bytes) -> bytes:
+    """OrderedCode::WriteString: 0x00 and 0xff escaped, then the terminator 0x00 0x01."""
+    return re.sub(rb"[\x00\xff]", lambda byte: byte.group() + (b"\xff" if byte.group() == b"\x00" else b"\x00"),
+                  text) + b"\x00\x01"
+
+
+def _code_signed(value: int) -> bytes:
+    """OrderedCode::WriteSignedNumIncreasing: n bytes of two's complement whose top n bits are flipped (n ones on
+    a positive value), n the fewest that leave a sign bit and the value's magnitude 7n - 1 bits."""
+    magnitude = ~value if value < 0 else value
+    length = 1
+    while magnitude >= 1 << (7 * length - 1):
+        length += 1
+    header = ((1 << length) - 1) << (7 * length)
+    return ((value & ((1 << 8 * length) - 1)) ^ header).to_bytes(length, "big")
+
+
+def _describe_slice(where: tuple[slice, ...] | list[slice]) -> str:
+    return "[" + ", ".join(f"{s.start}:{s.stop}" for s in where) + "]"
+
+
+def _slice_key(name: bytes, extents: list[tuple[int, int]]) -> bytes:
+    """The index key a slice of a partitioned variable is saved under (checkpoint::EncodeTensorNameSlice);
+    a length of -1 is a whole dimension."""
+    key = _code_number(0) + _code_string(name) + _code_number(len(extents))
+    return key + b"".join(_code_signed(start) + _code_signed(length) for start, length in extents)
 
 
 # --- SSTable --------------------------------------------------------------------------------------
@@ -308,6 +345,8 @@ class TF1Reader(Reader):
         self.infos: dict[str, TensorInfo] = {}
         self.extras: list[str] = []
         self._locations: dict[str, tuple[Path, int, int, int]] = {}  # name -> data file, offset, size, crc
+        # A partitioned variable's slices: name -> (where in the variable, the slice's location) per slice
+        self._slices: dict[str, list[tuple[tuple[slice, ...], tuple[Path, int, int, int]]]] = {}
         self._handles: dict[Path, BinaryIO] = {}
         try:
             table = self.index_path.read_bytes()
@@ -330,24 +369,33 @@ class TF1Reader(Reader):
             raise _BadIndex("big-endian checkpoints are not supported")
         if _field(_parse_message(_field(header, 3, bytes, b"")), 2, int, 0) > 1:
             raise _BadIndex("checkpoint needs a newer reader (bundle min_consumer > 1)")
+        slice_entries = {key: value for key, value in records[1:] if key.startswith(b"\0")}  # read by variable
         for key, value in records[1:]:
-            if key.startswith(b"\0"):  # a slice of a partitioned variable, refused with the variable's own entry
+            if key.startswith(b"\0"):
                 continue
             try:
                 name = key.decode("utf-8")
             except UnicodeDecodeError:
                 raise _BadIndex(f"tensor name {key!r} is not UTF-8") from None
-            self._parse_entry(name, _parse_message(value), num_shards)
+            self._parse_entry(name, _parse_message(value), num_shards, slice_entries)
 
-    def _parse_entry(self, name: str, entry: dict, num_shards: int) -> None:
+    def _parse_entry(self, name: str, entry: dict, num_shards: int, slice_entries: dict[bytes, bytes]) -> None:
         code = _field(entry, 1, int, 0)
         if code == _DT_STRING:  # object-graph metadata of tf.train.Checkpoint/Keras, never a weight
             self.extras.append(name)
             return
         if code not in _TF_DTYPES:
             raise _BadIndex(f"tensor {name} has unsupported TensorFlow dtype code {code}")
+        info = TensorInfo(self._parse_shape(name, entry), _TF_DTYPES[code])
+        self.infos[name] = info
         if entry.get(7):
-            raise _BadIndex(f"tensor {name} is a partitioned variable (saved in slices), which modelport does not support")
+            self._slices[name] = [self._parse_slice(name, info, slice_proto, num_shards, slice_entries)
+                                  for slice_proto in entry[7]]
+            self._check_slices_cover(name, info)
+        else:
+            self._locations[name] = self._location(name, entry, info, num_shards)
+
+    def _parse_shape(self, name: str, entry: dict) -> tuple[int, ...]:
         shape_fields = _parse_message(_field(entry, 2, bytes, b""))
         if _field(shape_fields, 3, int, 0):
             raise _BadIndex(f"tensor {name} has an unknown rank")
@@ -357,21 +405,66 @@ class TF1Reader(Reader):
         shape = tuple(_field(_parse_message(dim), 1, int, 0) for dim in dims)
         if any(dim >= 2**63 for dim in shape):
             raise _BadIndex(f"tensor {name} has a negative or unknown dimension")
-        info = TensorInfo(shape, _TF_DTYPES[code])
+        return shape
+
+    def _location(self, name: str, entry: dict, info: TensorInfo, num_shards: int) -> tuple[Path, int, int, int]:
+        """(data file, offset, size, crc) of a tensor's bytes, checked against its shape and dtype."""
         shard, offset, size = (_field(entry, number, int, 0) for number in (3, 4, 5))
-        if size != math.prod(shape) * info.dtype.itemsize:
-            raise _BadIndex(f"tensor {name} has {size} bytes, which does not match its shape {list(shape)} and dtype {info.dtype}")
+        if size != info.nbytes:
+            raise _BadIndex(f"tensor {name} has {size} bytes, which does not match its shape {list(info.shape)} "
+                            f"and dtype {info.dtype}")
         if shard >= num_shards:
             raise _BadIndex(f"tensor {name} is in data shard {shard} of only {num_shards}")
-        data_path = Path(f"{self.prefix}.data-{shard:05d}-of-{num_shards:05d}")
-        self.infos[name] = info
-        self._locations[name] = (data_path, offset, size, _field(entry, 6, int, 0))
+        return Path(f"{self.prefix}.data-{shard:05d}-of-{num_shards:05d}"), offset, size, _field(entry, 6, int, 0)
+
+    def _parse_slice(self, name: str, info: TensorInfo, slice_proto: bytes, num_shards: int,
+                     slice_entries: dict[bytes, bytes]) -> tuple[tuple[slice, ...], tuple[Path, int, int, int]]:
+        """One saved slice of a partitioned variable (tf.compat.v1's partitioners, Saver's slice specs): where it
+        sits in the variable, and the location of its bytes, stored as a tensor of its own under a coded key."""
+        if not isinstance(slice_proto, bytes):
+            raise _BadIndex(f"tensor {name} has a malformed slice")
+        extents = []
+        for extent in _parse_message(slice_proto).get(1, []):
+            if not isinstance(extent, bytes):
+                raise _BadIndex(f"tensor {name} has a malformed slice")
+            fields = _parse_message(extent)
+            extents.append((_field(fields, 1, int, 0), _field(fields, 2, int, -1)))
+        if len(extents) != len(info.shape):
+            raise _BadIndex(f"tensor {name} has a slice of {len(extents)} dimensions for its {len(info.shape)}")
+        where, shape = [], []
+        for (start, length), dim in zip(extents, info.shape):
+            stop = dim if length == -1 else start + length
+            if not 0 <= start < stop <= dim and not (start == 0 and stop == dim):
+                raise _BadIndex(f"tensor {name} has a slice [{start}, {stop}) outside its dimension of {dim}")
+            where.append(slice(start, stop))
+            shape.append(stop - start)
+        key = _slice_key(name.encode("utf-8"), extents)
+        if key not in slice_entries:
+            raise _BadIndex(f"tensor {name}: the slice {_describe_slice(where)} listed in its entry is missing")
+        entry = _parse_message(slice_entries[key])
+        slice_info = TensorInfo(tuple(shape), info.dtype)
+        if _field(entry, 1, int, 0) != _TF_DTYPE_CODES[info.dtype] or self._parse_shape(name, entry) != slice_info.shape:
+            raise _BadIndex(f"tensor {name}: the slice {_describe_slice(where)} does not have the variable's dtype "
+                            "or the slice's shape")
+        return tuple(where), self._location(f"{name}{_describe_slice(where)}", entry, slice_info, num_shards)
+
+    def _check_slices_cover(self, name: str, info: TensorInfo) -> None:
+        """The slices must tile the variable: no overlap (boxes pairwise disjoint) and nothing left out."""
+        boxes = [where for where, _ in self._slices[name]]
+        for i, first in enumerate(boxes):
+            for second in boxes[i + 1:]:
+                if all(a.start < b.stop and b.start < a.stop for a, b in zip(first, second)):
+                    raise _BadIndex(f"tensor {name}: slices {_describe_slice(first)} and {_describe_slice(second)} "
+                                    "overlap")
+        covered = sum(math.prod(s.stop - s.start for s in box) for box in boxes)
+        if covered != info.numel:
+            raise _BadIndex(f"tensor {name}: its slices hold {covered} of its {info.numel} values")
 
     def _open_data_files(self) -> None:
         """Open every data file up front (readers serve several threads), failing on open, not halfway through
         a conversion, when one is missing or truncated."""
         needed: dict[Path, tuple[int, str]] = {}  # data file -> end of its last tensor, that tensor
-        for name, (data_path, offset, size, _crc) in self._locations.items():
+        for name, (data_path, offset, size, _crc) in self._all_locations():
             if offset + size > needed.get(data_path, (-1, ""))[0]:
                 needed[data_path] = (offset + size, name)
         for data_path, (end, name) in needed.items():
@@ -387,19 +480,36 @@ class TF1Reader(Reader):
                     f"{data_path}: file is truncated ({length} bytes, tensor {name} ends at byte {end})"
                 )
 
+    def _all_locations(self) -> Iterator[tuple[str, tuple[Path, int, int, int]]]:
+        """(name, location) of every stored tensor, a partitioned variable's slices included."""
+        yield from self._locations.items()
+        for name, slices in self._slices.items():
+            yield from ((f"{name}{_describe_slice(where)}", location) for where, location in slices)
+
     def read(self, name: str) -> np.ndarray:
-        """The tensor as a read-only array over the memory-mapped data file, after checking its crc."""
+        """The tensor as a read-only array over the memory-mapped data file, after checking its crc; a
+        partitioned variable is assembled from its slices (a copy)."""
         if name not in self.infos:
             raise ModelportError(f"{self.index_path}: no tensor named {name}")
         info = self.infos[name]
-        data_path, offset, size, crc = self._locations[name]
+        if name not in self._slices:
+            return self._read_location(name, info, self._locations[name])
+        whole = np.empty(info.shape, info.dtype)
+        for where, location in self._slices[name]:
+            part = TensorInfo(tuple(s.stop - s.start for s in where), info.dtype)
+            whole[where] = self._read_location(f"{name}{_describe_slice(where)}", part, location)
+        whole.flags.writeable = False
+        return whole
+
+    def _read_location(self, name: str, info: TensorInfo, location: tuple[Path, int, int, int]) -> np.ndarray:
+        data_path, offset, _size, crc = location
         array = map_array(self._handles[data_path].fileno(), offset, info)
         if _masked_crc(array) != crc:
             raise ModelportError(f"{data_path}: checksum mismatch for tensor {name} (file corrupt)")
         return array
 
     def files(self) -> list[Path]:
-        return [self.index_path, *sorted({location[0] for location in self._locations.values()})]
+        return [self.index_path, *sorted({location[0] for _, location in self._all_locations()})]
 
     def verified_files(self) -> dict[Path, str]:
         return {path: f"crc32c of each tensor, in {self.index_path.name}" for path in self._handles}
