@@ -170,3 +170,56 @@ def _safetensors(folder):
     from safetensors.numpy import load_file
 
     return {k: v for file in sorted(folder.glob("*.safetensors")) for k, v in load_file(file).items()}
+
+
+def test_albert_sentencepiece_prunes_model_heads_and_pieces_in_step(tmp_path):
+    """Google's English ALBERT: the corpus is counted as AlbertTokenizer prepares text (spaces collapsed,
+    lowercased), and the sentencepiece model keeps the same pieces as the embedding rows."""
+    import sentencepiece
+    from albert_checkpoints import TINY_ALBERT, make_tf1_albert
+    from reference import google_albert
+
+    source = make_tf1_albert(tmp_path / "albert")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Hello   World, the MODEL ports\nsentence order prediction\n")
+    modelport.prune_vocab(source, corpus=corpus, out=tmp_path / "small")
+    before = sentencepiece.SentencePieceProcessor(model_file=str(source / "30k-clean.model"))
+    after = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "small" / "30k-clean.model"))
+    lines = [" ".join(line.split()).lower() for line in corpus.read_text().splitlines()]
+    keep = sorted({i for ids in before.encode(lines) for i in ids} | {0, 1, 2, 3, 4})  # + <pad> <unk> [CLS] ...
+    assert [after.id_to_piece(i) for i in range(after.get_piece_size())] == [before.id_to_piece(i) for i in keep]
+    assert after.encode(lines) == [renumber(ids, keep).tolist() for ids in before.encode(lines)]
+    config = json.loads((tmp_path / "small" / "albert_config.json").read_text())
+    assert config == {**TINY_ALBERT, "vocab_size": len(keep)}
+    original = tf_load(source / "model.ckpt-best")
+    pruned = tf_load(next((tmp_path / "small").glob("*.index")).with_suffix(""))
+    rng = np.random.default_rng(0)
+    ids, segments = rng.choice(keep, size=(2, 10)), rng.integers(0, 2, size=(2, 10))
+    expected = google_albert(original, TINY_ALBERT, ids, segments)
+    actual = google_albert(pruned, config, renumber(ids, keep), segments)
+    for key in expected:
+        if key == "mlm_logits":
+            np.testing.assert_allclose(actual[key], expected[key][..., keep], atol=ATOL)
+        else:
+            np.testing.assert_allclose(actual[key], expected[key], atol=ATOL, err_msg=key)
+
+
+def test_chinese_albert_wordpiece_prunes_in_step(tmp_path):
+    from albert_checkpoints import TINY_ALBERT, make_tf1_albert
+    from reference import google_albert
+
+    source = make_tf1_albert(tmp_path / "albert_zh", tokenizer="wordpiece")
+    keep_file = tmp_path / "keep.txt"
+    keep_file.write_text("# ids to keep\n7, 8 40\n98\n")
+    modelport.prune_vocab(source, keep=keep_file, out=tmp_path / "small")
+    vocab = (source / "vocab_chinese.txt").read_text().splitlines()
+    keep = sorted({7, 8, 40, 98} | {vocab.index(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")})
+    assert (tmp_path / "small" / "vocab.txt").read_text().splitlines() == [vocab[i] for i in keep]
+    config = json.loads((tmp_path / "small" / "albert_config.json").read_text())
+    rng = np.random.default_rng(1)
+    ids, segments = rng.choice(keep, size=(2, 10)), rng.integers(0, 2, size=(2, 10))
+    expected = google_albert(tf_load(source / "model.ckpt-best"), TINY_ALBERT, ids, segments)
+    actual = google_albert(tf_load(next((tmp_path / "small").glob("*.index")).with_suffix("")), config,
+                           renumber(ids, keep), segments)
+    np.testing.assert_allclose(actual["mlm_logits"], expected["mlm_logits"][..., keep], atol=ATOL)
+    np.testing.assert_allclose(actual["sop_logits"], expected["sop_logits"], atol=ATOL)

@@ -326,9 +326,8 @@ def extend_positions(plan: Plan, config: dict, positions: int, method: str, alph
     check_extension(trained, positions, method, alpha)
     planned.info = TensorInfo((table.reserved + positions, *rest), planned.info.dtype)
     planned.rewrite = lambda array: extend_table(array, positions, method, alpha, table.reserved)
-    extended = {**config, **{field: table.reserved + positions
-                             for field in (table.config_field, *table.aliases) if field in config or
-                             field == table.config_field}}
+    length = table.reserved + positions
+    extended = {**config, table.config_field: length, **{alias: length for alias in table.aliases if alias in config}}
     return extended, describe_extension(trained, positions, method, alpha)
 
 

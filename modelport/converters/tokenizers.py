@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,9 +281,7 @@ def albert_tokenizer(source_dir: Path, explicit: Path | None, out_dir: Path, sch
     pieces, rows = len(SentencePieceModel(found)), config.get("vocab_size")
     if rows is not None and pieces > rows:
         raise ModelportError(f"{found}: {pieces} pieces, but the model has only {rows} embedding rows")
-    if lowercase is None:
-        stored = _stored_setting(found, "do_lower_case")
-        lowercase = stored if isinstance(stored, bool) else True
+    lowercase = albert_lowercase(found, lowercase)
     if scheme == "keras":
         result = write_keras_sentencepiece(out_dir, found.read_bytes())
         if lowercase:
@@ -303,6 +302,14 @@ def albert_tokenizer(source_dir: Path, explicit: Path | None, out_dir: Path, sch
     if rows is not None and pieces < rows:
         result.notes.append(f"the tokenizer has {pieces} pieces for {rows} embedding rows (padded rows)")
     return result
+
+
+def albert_lowercase(found: Path, lowercase: bool | None) -> bool:
+    """--lowercase/--no-lowercase, else the source's tokenizer_config.json, else Google's do_lower_case default."""
+    if lowercase is not None:
+        return lowercase
+    stored = _stored_setting(found, "do_lower_case")
+    return stored if isinstance(stored, bool) else True
 
 
 def _tokenizer_json_type(path: Path) -> str:
@@ -371,8 +378,44 @@ class T5Vocabulary(TokenVocabulary):
         return TokenizerResult(files=_write_t5_tokenizer(out_dir, scheme, model, extra_ids))
 
 
+class AlbertVocabulary(TokenVocabulary):
+    """Google's English ALBERT releases: a sentencepiece model, run on text as transformers' AlbertTokenizer and
+    Google's tokenization prepare it (spaces collapsed, `` and '' as ", accents stripped, lowercased unless
+    do_lower_case is off)."""
+
+    def __init__(self, found: Path, config: dict, lowercase: bool | None):
+        self.path, self.model = found, SentencePieceModel(found)
+        self.size = len(self.model)
+        self.specials = self.model.special_ids()  # <pad>, <unk>, [CLS], [SEP], [MASK]
+        self.lowercase = albert_lowercase(found, lowercase)
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        return self.model.encode([self._prepared(line) for line in lines])
+
+    def _prepared(self, text: str) -> str:
+        text = " ".join(text.strip().split()).replace("``", '"').replace("''", '"')
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+        return text.lower() if self.lowercase else text
+
+    def write_pruned(self, keep: list[int], out_dir: Path, scheme: str, config: dict) -> TokenizerResult:
+        staged = out_dir / ".pruned.model"  # written under the layout's own name by albert_tokenizer
+        staged.write_bytes(self.model.pruned(keep))
+        try:
+            return albert_tokenizer(out_dir, staged, out_dir, scheme, config, self.lowercase)
+        finally:
+            staged.unlink()
+
+
+def albert_vocabulary(found: Path, config: dict, lowercase: bool | None) -> TokenVocabulary:
+    """ALBERT's English releases carry a sentencepiece model, its Chinese ones (and albert_zh) a WordPiece
+    vocabulary."""
+    kind = AlbertVocabulary if found.suffix in (".model", ".spm") else WordPieceVocabulary
+    return kind(found, config, lowercase)
+
+
 VOCABULARIES = {"wordpiece": (WORDPIECE_NAMES, WordPieceVocabulary),
-                "t5": (T5_MODEL_NAMES, T5Vocabulary)}
+                "t5": (T5_MODEL_NAMES, T5Vocabulary),
+                "albert": (ALBERT_MODEL_NAMES + ALBERT_VOCAB_NAMES, albert_vocabulary)}
 
 
 def open_vocabulary(kind: str, source_dir: Path, explicit: Path | None, config: dict,
