@@ -401,13 +401,11 @@ def inspect(src: str | Path, arch: str | None = None, part: str | None = None) -
     several), and what a conversion (of `part`) does with every tensor."""
     with open_reader(Path(src)) as reader:
         plan = _plan_any(reader, arch, part)
-        dtypes: dict[str, int] = {}
-        tensors = []
-        for name in reader.names():
-            info = reader.infos[name]
-            dtypes[dtype_name(info.dtype)] = dtypes.get(dtype_name(info.dtype), 0) + info.numel
-            tensors.append({"name": name, "shape": list(info.shape), "dtype": dtype_name(info.dtype),
-                            "action": plan.action(name)})
+        dtypes: dict[str, int] = {}  # the model's parameters by dtype (not training state, replicas once)
+        for planned in plan.tensors.values():
+            dtypes[dtype_name(planned.info.dtype)] = dtypes.get(dtype_name(planned.info.dtype), 0) + planned.info.numel
+        tensors = [{"name": name, "shape": list(info.shape), "dtype": dtype_name(info.dtype), "action": plan.action(name)}
+                   for name, info in reader.infos.items()]
         return {"path": str(reader.path), "format": reader.format, "arch": plan.mapping.arch, "layout": plan.scheme,
                 "parts": plan.mapping.held_variants(reader.names()), "part": plan.mapping.variant,
                 "parameters": engine.parameter_count(plan), "dtypes": dtypes,

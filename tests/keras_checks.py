@@ -4,12 +4,16 @@ own save_to_preset writes, and bit-exact comparison of safetensors files."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
-
 import numpy as np
+import pytest
+
+# Every KerasHub test needs these (conftest has pinned Keras to the torch backend before they import).
+keras_hub = pytest.importorskip("keras_hub")
+keras = pytest.importorskip("keras")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-4  # KerasHub computes attention and LayerNorm in other orders than torch does
 

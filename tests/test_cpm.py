@@ -219,6 +219,7 @@ def test_verify_and_inspect(tmp_path):
     assert actions["mp_rank_01/transformer.layers.1.attention.query_key_value.weight"] == \
         "-> transformer.h.1.attn.c_attn.weight"
     assert "mp_rank_00/iteration" in result["not_weights"]
+    assert result["dtypes"] == {"float32": result["parameters"]}  # replicated tensors count once
 
 
 # ------------------------------------------------------------------------------------------- round trips

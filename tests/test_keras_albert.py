@@ -5,24 +5,17 @@ model deviates there, which the conversion says; --exact writes a backbone compu
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np
 import pytest
 
 import modelport
 from albert_checkpoints import make_hf_albert
-from keras_checks import (ATOL, assert_same_tensors, h5_datasets, keras_outputs, largest_difference,
-                          reference_datasets, stated_deviation)
+from keras_checks import (ATOL, assert_same_tensors, h5_datasets, keras, keras_hub, keras_outputs, largest_difference,
+                          reference_datasets, stated_deviation, torch, transformers)
 from modelport.errors import ModelportError
 
-keras_hub = pytest.importorskip("keras_hub")
-keras = pytest.importorskip("keras")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 TANH, ERF = "gelu_new", "gelu"
 DEVIATION = "KerasHub's AlbertBackbone computes hidden_act='gelu_new' where the model has 'gelu'"

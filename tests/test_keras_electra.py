@@ -6,10 +6,7 @@ holds a pooled_dense ELECTRA lacks, written as the identity with a zero bias and
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np
 import pytest
@@ -17,14 +14,10 @@ import pytest
 import modelport
 from conftest import vocabulary
 from electra_checkpoints import make_hf_electra, make_tf1_electra
-from keras_checks import (ATOL, assert_same_tensors, h5_datasets, keras_outputs, largest_difference,
-                          reference_datasets, stated_deviation)
+from keras_checks import (ATOL, assert_same_tensors, h5_datasets, keras, keras_hub, keras_outputs, largest_difference,
+                          reference_datasets, stated_deviation, torch, transformers)
 from modelport.errors import ModelportError
 
-keras_hub = pytest.importorskip("keras_hub")
-keras = pytest.importorskip("keras")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 DEVIATION = "KerasHub's ElectraBackbone computes hidden_act='gelu_new' where the model has 'gelu'"
 POOLED = "KerasHub's ElectraBackbone has a pooled_dense, which ELECTRA lacks"

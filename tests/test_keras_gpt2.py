@@ -6,24 +6,17 @@ writes a backbone computing the model's."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np
 import pytest
 
 import modelport
-from keras_checks import (ATOL, assert_same_tensors, h5_datasets, keras_outputs, largest_difference,
-                          reference_datasets, stated_deviation)
+from keras_checks import (ATOL, assert_same_tensors, h5_datasets, keras, keras_hub, keras_outputs, largest_difference,
+                          reference_datasets, stated_deviation, torch, transformers)
 from modelport.errors import ModelportError
 from test_cpm import CORPUS, cpm_generate_encode, make_hf_cpm, train_cpm_sentencepiece
 
-keras_hub = pytest.importorskip("keras_hub")
-keras = pytest.importorskip("keras")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 # CPM's GELU and epsilon; the same function under transformers' other name; the erf GELU and another epsilon.
 MODELS = {"cpm": {}, "pytorch_tanh": {"activation_function": "gelu_pytorch_tanh"},

@@ -10,25 +10,18 @@ BertMaskedLM always deviates somewhat, which the conversion says; --exact's comp
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-
-os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np
 import pytest
 
 import modelport
 from conftest import make_hf_bert, vocabulary
-from keras_checks import assert_same_tensors
+from keras_checks import assert_same_tensors, keras, keras_hub, torch, transformers
 from modelport.errors import ModelportError
 
-keras_hub = pytest.importorskip("keras_hub")
-keras = pytest.importorskip("keras")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-4  # KerasHub computes attention and LayerNorm in other orders than torch does
 TANH, ERF = "gelu_new", "gelu"

@@ -8,24 +8,17 @@ another distance deviates there, which the conversion says; --exact writes a bac
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np
 import pytest
 
 import modelport
-from keras_checks import (ATOL, assert_same_tensors, h5_datasets, keras_outputs, largest_difference,
-                          reference_datasets, stated_deviation)
+from keras_checks import (ATOL, assert_same_tensors, h5_datasets, keras, keras_hub, keras_outputs, largest_difference,
+                          reference_datasets, stated_deviation, torch, transformers)
 from modelport.errors import ModelportError
 from t5_checkpoints import make_hf_t5
 
-keras_hub = pytest.importorskip("keras_hub")
-keras = pytest.importorskip("keras")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 # Keras warns that T5MultiHeadAttention drops the padding mask Keras attaches; KerasHub passes it explicitly.
 pytestmark = pytest.mark.filterwarnings("ignore:Layer '.*' \\(of type T5MultiHeadAttention\\):UserWarning")
 

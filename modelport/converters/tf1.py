@@ -443,7 +443,8 @@ class TF1Reader(Reader):
             raise _BadIndex(f"tensor {name}: the slice {_describe_slice(where)} listed in its entry is missing")
         entry = _parse_message(slice_entries[key])
         slice_info = TensorInfo(tuple(shape), info.dtype)
-        if _field(entry, 1, int, 0) != _TF_DTYPE_CODES[info.dtype] or self._parse_shape(name, entry) != slice_info.shape:
+        dtype_code, shape = _field(entry, 1, int, 0), self._parse_shape(name, entry)
+        if dtype_code != _TF_DTYPE_CODES[info.dtype] or shape != slice_info.shape:
             raise _BadIndex(f"tensor {name}: the slice {_describe_slice(where)} does not have the variable's dtype "
                             "or the slice's shape")
         return tuple(where), self._location(f"{name}{_describe_slice(where)}", entry, slice_info, num_shards)
