@@ -75,7 +75,8 @@ def google_albert_tensors(config: dict = TINY_ALBERT, seed: int = 0, heads: bool
     e, h, ff = config["embedding_size"], config["hidden_size"], config["intermediate_size"]
     tensors.add("bert/embeddings/word_embeddings", config["vocab_size"], e)
     _embeddings_and_heads(tensors, config, e, e, heads)
-    tensors.dense("bert/encoder/embedding_hidden_mapping_in", e, h)
+    if e != h:  # Google's modeling.py projects the embeddings only when they are narrower
+        tensors.dense("bert/encoder/embedding_hidden_mapping_in", e, h)
     for group in range(config["num_hidden_groups"]):
         for inner in range(config["inner_group_num"]):
             p = f"bert/encoder/transformer/group_{group}/inner_group_{inner}"

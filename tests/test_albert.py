@@ -245,3 +245,21 @@ def test_albert_zh_names_do_not_pass_for_bert(tmp_path):
     """Detection picks ALBERT for both layouts (BERT explains their embeddings and heads, not their encoders)."""
     assert modelport.inspect(make_albert_zh(tmp_path / "zh"))["arch"] == "albert"
     assert modelport.inspect(make_tf1_albert(tmp_path / "google", tokenizer=""))["arch"] == "albert"
+
+
+def test_embeddings_as_wide_as_the_hidden_states_have_no_projection(tmp_path):
+    """Google's modeling.py projects the embeddings only when they are narrower than the hidden states: a
+    checkpoint with embedding_size == hidden_size has no embedding_hidden_mapping_in, which transformers' ALBERT
+    (always projecting) gets as the identity."""
+    config = {**TINY_ALBERT, "embedding_size": TINY_ALBERT["hidden_size"]}
+    source = make_tf1_albert(tmp_path / "square", config)
+    assert not any("embedding_hidden_mapping_in" in name for name in tf_load(source / "model.ckpt-best"))
+    out = tmp_path / "out"
+    modelport.convert("albert", source, "safetensors", out)
+    tensors = safetensors_tensors(out)
+    np.testing.assert_array_equal(tensors["albert.encoder.embedding_hidden_mapping_in.weight"], np.eye(32))
+    np.testing.assert_array_equal(tensors["albert.encoder.embedding_hidden_mapping_in.bias"], np.zeros(32))
+    ids, segments = sample_batch(config)
+    assert_close(hf_albert_outputs(out, ids, segments),
+                 google_albert(tf_load(source / "model.ckpt-best"), config, ids, segments))
+    assert modelport.verify(source, out).ok

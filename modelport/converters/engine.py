@@ -32,6 +32,7 @@ class Planned:
     sources: list[str]
     info: TensorInfo  # canonical shape, source dtype
     rewrite: Callable[[np.ndarray], np.ndarray] | None = None  # a canonical-stage transform (position extension)
+    inward: tuple | None = None  # the ops making it from no source tensor, where the scheme stores none
 
 
 @dataclass
@@ -221,18 +222,27 @@ def _drop_fillers(plan: Plan, config: dict) -> None:
 
 
 def _plan_constants(plan: Plan, config: dict) -> None:
-    """Tensors the scheme does not store (a row naming no pattern there), made from the config by the row's
-    ops: albert_zh's identity embedding projection."""
+    """Tensors the scheme does not store, made from the config: a row naming no pattern there, by its ops
+    (albert_zh's identity embedding projection), and a row absent from this checkpoint where the scheme's
+    network has none under this config, by the ops of Row.absent (Google's ALBERT with E == H)."""
     for row in plan.mapping.rows:
-        if row.names.get(plan.scheme) != () or row.part not in plan.parts:
+        if row.part not in plan.parts:
+            continue
+        if row.names.get(plan.scheme) == ():
+            ops = row.to_canonical(plan.scheme)
+        elif plan.scheme in row.absent and evaluate(row.absent[plan.scheme][0], config):
+            ops = row.absent[plan.scheme][1]
+        else:
             continue
         for values in _index_space(set(row.hf.variables), plan.mapping.counts, config):
-            shapes: list[tuple] = []
-            for op in row.to_canonical(plan.scheme):
-                shapes = op.apply_shape(shapes, {"config": config})
             canonical = row.hf.format(values)
-            plan.tensors.setdefault(canonical, Planned(canonical, row, values, [],
-                                                       TensorInfo(tuple(shapes[0]), DTYPES["float32"])))
+            if canonical in plan.tensors:
+                continue
+            shapes: list[tuple] = []
+            for op in ops:
+                shapes = op.apply_shape(shapes, {"config": config})
+            plan.tensors[canonical] = Planned(canonical, row, values, [], TensorInfo(tuple(shapes[0]),
+                                                                                     DTYPES["float32"]), inward=ops)
 
 
 def _solve_products(plan: Plan, config: dict) -> None:
@@ -291,7 +301,8 @@ def target_parts(plan: Plan, planned: Planned, context: dict, scheme: str,
     """One planned tensor in the target scheme (its parts there), cast to `dtype` on the way. The ops into the
     canonical form and back out meet in the middle; pairs there that undo each other are skipped unless a
     rewrite needs the canonical tensor (extend's TF1 -> TF1 transposes no kernel twice)."""
-    inward, outward = planned.row.to_canonical(plan.scheme), planned.row.from_canonical(scheme)
+    inward = planned.inward if planned.inward is not None else planned.row.to_canonical(plan.scheme)
+    outward = planned.row.from_canonical(scheme)
     while planned.rewrite is None and inward and outward and inward[-1].undone_by(outward[0]):
         inward, outward = inward[:-1], outward[1:]
     parts = [plan.reader.read(s) for s in planned.sources]

@@ -28,6 +28,10 @@ H5_LAYER = "albert/encoder/albert_layer_groups_._{group}/albert_layers_._{inner}
 
 NOT_WRITABLE = ("the albert_zh layout cannot be written: its word embeddings are the product of two factors "
                 "(W @ W2), which cannot be split back; --to tf writes the same network in Google's ALBERT layout")
+# Google's modeling.py projects the embeddings only when they are narrower than the hidden states; a checkpoint
+# whose embeddings are as wide has no embedding_hidden_mapping_in, which is the identity for transformers.
+SQUARE = "embedding_size == hidden_size"
+NO_PROJECTION = "Google's ALBERT has no embedding projection when embedding_size == hidden_size"
 
 
 def both(google: str, zh: str, keras_h5: str | None = None) -> dict[str, str]:
@@ -53,10 +57,13 @@ ROWS = [
     Row("albert.encoder.embedding_hidden_mapping_in.weight", shape=("hidden_size", "embedding_size"),
         ops={GOOGLE: [TRANSPOSE], H5: [TRANSPOSE],
              ZH: [Constant(lambda shape: np.eye(*shape), "hidden_size", "embedding_size", reason=NOT_WRITABLE)]},
+        absent={GOOGLE: (SQUARE, [Constant(lambda shape: np.eye(*shape), "hidden_size", "embedding_size",
+                                           reason=NO_PROJECTION)])},
         tf1="bert/encoder/embedding_hidden_mapping_in/kernel", albert_zh=(),
         keras_h5="albert/encoder/embedding_hidden_mapping_in/kernel"),
     Row("albert.encoder.embedding_hidden_mapping_in.bias", shape=("hidden_size",),
         ops={ZH: [Constant(np.zeros, "hidden_size", reason=NOT_WRITABLE)]},
+        absent={GOOGLE: (SQUARE, [Constant(np.zeros, "hidden_size", reason=NO_PROJECTION)])},
         tf1="bert/encoder/embedding_hidden_mapping_in/bias", albert_zh=(),
         keras_h5="albert/encoder/embedding_hidden_mapping_in/bias"),
     *dense(f"{LAYER}.attention.query", both(f"{TF_LAYER}/attention_1/self/query", f"{ZH_LAYER}/attention/self/query",

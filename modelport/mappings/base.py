@@ -271,14 +271,19 @@ class Row:
     several of its tensors make one canonical tensor, or an empty tuple when the scheme stores nothing
     there (its ops then make the tensor from the config, see Constant). A scheme pattern lacking one of
     the canonical pattern's variables holds index 0 of it only (one shared layer for all).
+    `absent[scheme] = (condition, ops)`: where the condition (a config expression) holds, the scheme's network
+    has no such tensor, and a checkpoint lacking it gets the one the ops make from the config (Google's ALBERT
+    has no embedding projection when its embeddings are as wide as its hidden states: the identity).
     """
 
     def __init__(self, hf: str, *, shape: Sequence[str | int] | None = None, part: str = "base",
-                 ops: dict[str, Sequence[Op]] | None = None, **names: str | tuple[str, ...]):
+                 ops: dict[str, Sequence[Op]] | None = None,
+                 absent: dict[str, tuple[str, Sequence[Op]]] | None = None, **names: str | tuple[str, ...]):
         self.hf = Pattern(hf)
         self.shape = tuple(shape) if shape is not None else None
         self.part = part
         self.ops = {scheme: tuple(chain) for scheme, chain in (ops or {}).items()}
+        self.absent = {scheme: (condition, tuple(chain)) for scheme, (condition, chain) in (absent or {}).items()}
         self.names = {CANONICAL: (self.hf,)}
         for scheme, value in names.items():
             patterns = (value,) if isinstance(value, str) else tuple(value)
