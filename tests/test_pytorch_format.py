@@ -177,6 +177,33 @@ def test_reader_reads_torch_save(tmp_path, zip_format):
             assert_bit_exact(reader.read(name), array)
 
 
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_tensors_stay_in_the_file(tmp_path, zip_format):
+    """Nothing is copied into memory on open, in either format: bytes changed in the file after opening are
+    what a read sees (the reader maps the file), and views of one storage keep their offsets and strides."""
+    path = tmp_path / "model.pt"
+    base = torch.arange(24, dtype=torch.float32)
+    torch.save({"a": base[:12].view(3, 4), "b": base[12:].view(4, 3).t(), "c": torch.full((1000,), 7.0)}, path,
+               _use_new_zipfile_serialization=zip_format)
+    raw = path.read_bytes()
+    sevens = np.full(1000, 7.0, np.float32).tobytes()
+    with PyTorchReader(path) as reader:
+        with open(path, "r+b") as file:  # the same size, other values: only a mapping can see them
+            file.seek(raw.index(sevens))
+            file.write(np.full(1000, 9.0, np.float32).tobytes())
+        assert_bit_exact(reader.read("c"), np.full(1000, 9.0, np.float32))
+        assert_bit_exact(reader.read("a"), np.arange(12, dtype=np.float32).reshape(3, 4))
+        assert_bit_exact(reader.read("b"), np.arange(12, 24, dtype=np.float32).reshape(4, 3).T)
+
+
+def test_truncated_legacy_file(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(1000)}, path, _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ModelportError, match=r"model.pt: file is truncated"):
+        PyTorchReader(path)
+
+
 def test_reader_unwraps_and_flattens(tmp_path):
     state_dict = {
         "encoder": {"weight": torch.ones(2, 3, dtype=torch.bfloat16), "bias": torch.zeros(2), "steps": 4},

@@ -1,7 +1,9 @@
 """PyTorch pickle checkpoints: .bin/.pt/.pth/.ckpt files, optionally sharded by pytorch_model.bin.index.json.
 
 Reading goes through torch.load(weights_only=True, mmap=True): a downloaded checkpoint must never run code,
-and a 5 GB shard must not be copied into RAM. Writing streams each tensor straight into the zip layout that
+and a 5 GB shard must not be copied into RAM. torch.load cannot map legacy (pre-zip) files, which older
+releases are (Megatron's among them): those are read by the same weights-only unpickler, with every storage
+mapped where it lies in the file. Writing streams each tensor straight into the zip layout that
 torch.save produces, so the model is never gathered in memory; it needs no torch at all (its pickle names
 torch's classes and functions as text), which spares a conversion to PyTorch the second torch takes to import.
 """
@@ -13,6 +15,7 @@ import functools
 import io
 import json
 import mmap
+import os
 import pickle
 import struct
 import warnings
@@ -34,6 +37,7 @@ INDEX_SUFFIX = ".index.json"
 # Keys under which training frameworks (DeepSpeed, Lightning, ...) nest the state dict.
 WRAPPER_KEYS = ("state_dict", "model", "module")
 ZIP_MAGIC = b"PK\x03\x04"  # what torch itself checks to tell a zip checkpoint from a legacy pickle
+LEGACY_MAGIC, LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001  # torch.serialization's, opening legacy files
 ALIGNMENT = 64  # torch.save aligns every record's data to 64 bytes, which mmap loading relies on
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp keeps the output byte-reproducible
 LOCAL_HEADER_SIZE = 30
@@ -127,14 +131,21 @@ def _libc():
 
 
 def _load(torch, file: Path):
-    """torch.load that never runs code from the file; memory-mapped unless it is a legacy (non-zip) pickle."""
+    """torch.load(weights_only=True, mmap=True), or its legacy-format counterpart: never runs code from the
+    file, and leaves the tensors' bytes in it (memory-mapped)."""
     try:
         with warnings.catch_warnings():  # torch's warnings about odd files would break the one-line error
             warnings.simplefilter("ignore")
-            return torch.load(file, map_location="cpu", weights_only=True, mmap=_is_zip(file))
+            if _is_zip(file):
+                return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            return _load_legacy(torch, file)
+    except ModelportError:
+        raise
     except Exception as error:
         message = str(error)
-        if isinstance(error, pickle.UnpicklingError) and message.startswith("Weights only load failed"):
+        # torch.load's refusal wraps the unpickler's reason in a paragraph; the unpickler's own names a GLOBAL
+        if isinstance(error, pickle.UnpicklingError) and (message.startswith("Weights only load failed")
+                                                          or "GLOBAL" in message):
             # torch's reason follows its boilerplate paragraph, sometimes after a "Please file an issue" line.
             reasons = [line for line in message.splitlines()[1:] if line.strip()]
             reasons = [line for line in reasons if not line.startswith(("Please file an issue", "Check the"))]
@@ -143,6 +154,64 @@ def _load(torch, file: Path):
         raise ModelportError(
             f"{file}: cannot load as a PyTorch checkpoint ({type(error).__name__}: {_first_line(message)})"
         ) from None
+
+
+def _load_legacy(torch, file: Path):
+    """A legacy torch.save file: pickles of the magic number, the protocol, system info, the object (whose
+    storages are persistent ids) and the storage keys, then each storage as its element count (int64) and raw
+    bytes. The object is unpickled twice by torch's weights-only unpickler: first over empty (meta) storages,
+    to learn each storage's dtype and so where the next one starts; then over the file's bytes, mapped."""
+    from torch import _weights_only_unpickler as restricted
+
+    with open(file, "rb") as stream:
+        if restricted.load(stream) != LEGACY_MAGIC or restricted.load(stream) != LEGACY_PROTOCOL:
+            raise ModelportError(f"{file}: not a PyTorch checkpoint (neither a zip file nor a legacy torch.save "
+                                 "file)")
+        restricted.load(stream)  # system info: byte order and type sizes of the saving machine
+        start = stream.tell()
+        dtypes: dict[str, object] = {}
+
+        def describe(saved_id):
+            _, storage_type, key, _location, numel, _view = saved_id
+            dtypes[key] = storage_type.dtype
+            return torch.storage.TypedStorage(wrap_storage=torch.UntypedStorage(0, device="meta"),
+                                              dtype=storage_type.dtype, _internal=True)
+
+        _unpickle(restricted, stream, describe)
+        keys = restricted.load(stream)
+        position, length = stream.tell(), os.fstat(stream.fileno()).st_size
+        where: dict[str, tuple[int, int]] = {}  # key -> (offset of its bytes, their count)
+        for key in keys:
+            stream.seek(position)
+            header = stream.read(8)
+            if len(header) < 8 or key not in dtypes:
+                raise ModelportError(f"{file}: truncated or damaged legacy checkpoint (storage {key})")
+            size = int.from_bytes(header, "little") * torch._utils._element_size(dtypes[key])
+            where[key] = (position + 8, size)
+            position += 8 + size
+        if position > length:
+            raise ModelportError(f"{file}: file is truncated ({length} bytes, its storages end at byte {position})")
+        mapped = np.memmap(file, dtype=np.uint8, mode="r") if length else np.zeros(0, np.uint8)
+
+        def in_file(saved_id):
+            _, storage_type, key, _location, _numel, view = saved_id
+            offset, size = where[key]
+            storage = torch.frombuffer(mapped, dtype=torch.uint8, count=size, offset=offset).untyped_storage() \
+                if size else torch.UntypedStorage(0)
+            if view is not None:  # a storage view (torch < 0.4): the slice of its root storage it names
+                _, view_offset, view_numel = view
+                element = torch._utils._element_size(storage_type.dtype)
+                storage = storage[view_offset * element:(view_offset + view_numel) * element]
+            return torch.storage.TypedStorage(wrap_storage=storage, dtype=storage_type.dtype, _internal=True)
+
+        stream.seek(start)
+        return _unpickle(restricted, stream, in_file)
+
+
+def _unpickle(restricted, stream, persistent_load):
+    unpickler = restricted.Unpickler(stream, encoding="utf-8")  # torch.load's default encoding
+    unpickler.persistent_load = persistent_load
+    return unpickler.load()
 
 
 def _flatten(torch, tree: dict, prefix: str = "") -> tuple[dict, list[str]]:
@@ -176,8 +245,7 @@ def _state_dict(torch, loaded, file: Path) -> tuple[dict, list[str]]:
 
 
 class PyTorchReader(Reader):
-    """A PyTorch checkpoint, memory-mapped: every shard stays loaded, which costs address space, not RAM
-    (legacy pickles cannot be mapped and are loaded whole)."""
+    """A PyTorch checkpoint, memory-mapped: every shard stays loaded, which costs address space, not RAM."""
 
     format = "pytorch"
 
@@ -192,7 +260,6 @@ class PyTorchReader(Reader):
         torch = _import_torch()
         dtype_names = {getattr(torch, name): name for name in DTYPES}
         self._tensors = {}
-        self._mapped: set[str] = set()  # tensors over memory-mapped files (zip checkpoints)
         self.infos: dict[str, TensorInfo] = {}
         self.extras: list[str] = []
         self.scalars: dict[str, int | float | str] = {}  # top-level numbers and strings: `iteration`, `mp_world_size`
@@ -206,8 +273,6 @@ class PyTorchReader(Reader):
                     raise ModelportError(f"{file}: tensor {name} has unsupported dtype {tensor.dtype}")
                 self.infos[name] = TensorInfo(tuple(tensor.shape), DTYPES[dtype_names[tensor.dtype]])
             self._tensors.update(tensors)
-            if _is_zip(file):
-                self._mapped.update(tensors)
             self.extras += extras
         for name, shard in weight_map.items():
             if name not in self._tensors:
@@ -223,8 +288,7 @@ class PyTorchReader(Reader):
 
     def release(self, names: list[str]) -> None:
         for name in names:
-            if name in self._mapped:
-                _release_pages(self._tensors[name])
+            _release_pages(self._tensors[name])
 
     def files(self) -> list[Path]:
         return list(self._files)
