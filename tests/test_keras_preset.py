@@ -10,6 +10,7 @@ BertMaskedLM always deviates somewhat, which the conversion says; --exact's comp
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -253,3 +254,31 @@ def test_a_preset_passes_the_push_checks(presets):
     preset, _ = presets[("gelu_new", False)]
     result = modelport.push(preset, "someone/tiny-bert-keras", dry_run=True)
     assert "tokenizer.json" in result.files
+
+
+TENSORFLOW_BACKEND_RUN = """
+import json, sys
+import numpy as np
+import modelport, keras, keras_hub
+assert keras.config.backend() == "tensorflow"
+ids, segments = (np.array(json.loads(arg)) for arg in sys.argv[2:4])
+backbone = keras_hub.models.Backbone.from_preset(sys.argv[1])
+outputs = backbone({"token_ids": ids, "segment_ids": segments, "padding_mask": np.ones_like(ids)})
+np.savez(sys.argv[4], **{key: keras.ops.convert_to_numpy(value) for key, value in outputs.items()})
+"""
+
+
+def test_an_exact_preset_computes_the_model_under_the_tensorflow_backend(sources, presets, tmp_path):
+    """Keras's default backend is TensorFlow (these tests pin torch): a preset with modelport's exact backbone
+    loads there after `import modelport` and computes what transformers computes."""
+    pytest.importorskip("tensorflow")
+    preset, _ = presets[(ERF, True)]
+    ids, segments = batch()
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", TENSORFLOW_BACKEND_RUN, str(preset), json.dumps(ids.tolist()),
+                             json.dumps(segments.tolist()), str(tmp_path / "outputs.npz")],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outputs, expected = np.load(tmp_path / "outputs.npz"), transformers_outputs(sources[ERF])
+    for key, value in expected.items():
+        assert float(np.abs(outputs[key] - value).max()) < ATOL, key
