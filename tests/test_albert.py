@@ -214,11 +214,12 @@ def test_albert_zh_is_ported_exactly(tmp_path, to):
 
 
 def test_albert_zh_to_google_layout_is_the_same_network(tmp_path):
+    """albert_zh's folded embeddings are as wide as the hidden states: Google's layout has no projection there
+    (the identity albert_zh's port implies)."""
     source = make_albert_zh(tmp_path / "zh")
-    report = modelport.convert("albert", source, "tf", tmp_path / "tf")
-    assert any("embedding_hidden_mapping_in" in note for note in report.notes)
+    modelport.convert("albert", source, "tf", tmp_path / "tf")
     google = weights(tmp_path / "tf" / "model.ckpt-best")
-    np.testing.assert_array_equal(google["bert/encoder/embedding_hidden_mapping_in/kernel"], np.eye(32))
+    assert not any("embedding_hidden_mapping_in" in name for name in google)
     ids, segments = sample_batch(TINY_ALBERT_ZH)
     config = json.loads((tmp_path / "tf" / "albert_config.json").read_text())
     assert_close(google_albert(google, config, ids, segments),
@@ -263,3 +264,26 @@ def test_embeddings_as_wide_as_the_hidden_states_have_no_projection(tmp_path):
     assert_close(hf_albert_outputs(out, ids, segments),
                  google_albert(tf_load(source / "model.ckpt-best"), config, ids, segments))
     assert modelport.verify(source, out).ok
+
+
+def test_without_a_projection_the_way_back_leaves_it_out_and_refuses_one_that_is_not_the_identity(tmp_path):
+    """Writing Google's layout for embeddings as wide as the hidden states: the identity projection is left out
+    (Google's code has none, so the round trip is bit-exact); any other projection would be ignored there,
+    so the conversion refuses."""
+    config = {**TINY_ALBERT, "embedding_size": TINY_ALBERT["hidden_size"]}
+    source = make_tf1_albert(tmp_path / "square", config, optimizer=False)
+    modelport.convert("albert", source, "safetensors", tmp_path / "hf")
+    modelport.convert("albert", tmp_path / "hf", "tf", tmp_path / "back")
+    original, back = tf_load(source / "model.ckpt-best"), weights(tmp_path / "back" / "model.ckpt-best")
+    assert sorted(back) == sorted(original)
+    assert all(np.array_equal(back[name], original[name]) for name in original)
+
+    from safetensors.numpy import save_file
+
+    tensors = safetensors_tensors(tmp_path / "hf")
+    tensors["albert.encoder.embedding_hidden_mapping_in.weight"] = np.eye(32, dtype=np.float32)[::-1].copy()
+    save_file(tensors, tmp_path / "hf" / "model.safetensors", metadata={"format": "pt"})
+    result = run("convert", "albert", tmp_path / "hf", "--to", "tf", "-o", tmp_path / "refused")
+    assert_one_line_error(result, "albert.encoder.embedding_hidden_mapping_in.weight: Google's ALBERT has no "
+                          "embedding projection when embedding_size == hidden_size, and this model's is not the one")
+    assert not (tmp_path / "refused").exists()

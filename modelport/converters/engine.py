@@ -377,6 +377,8 @@ class Step:
     planned: Planned | None
     targets: list[str]
     filler: Filler | None = None  # a tensor only the target scheme holds, made from the config (no planned one)
+    implied: tuple | None = None  # the ops making what the target scheme implies here (Row.absent): the planned
+    # tensor is checked against them and not written
 
 
 def target_layout(plan: Plan, scheme: str, model_class: ModelClass, dtype: np.dtype,
@@ -390,6 +392,10 @@ def target_layout(plan: Plan, scheme: str, model_class: ModelClass, dtype: np.dt
     omitted = plan.mapping.omitted.get(scheme, ())
     for planned in plan.tensors.values():
         if planned.row.part in omitted:
+            continue
+        condition, implied = planned.row.absent.get(scheme, (None, None))
+        if condition is not None and evaluate(condition, context["config"]):
+            steps.append(Step(planned, [], implied=implied))
             continue
         patterns = planned.row.names.get(scheme)
         if not patterns:
@@ -442,7 +448,7 @@ def combine(parts: list[tuple[Plan, list[Step], dict[str, TensorInfo], dict]]
     for plan, steps, part_specs, context in parts:
         kept = []
         for step in steps:
-            owner = owners.get(step.targets[0])
+            owner = owners.get(step.targets[0]) if step.targets else None
             if owner is None:
                 kept.append(step)
                 owners.update(dict.fromkeys(step.targets, (plan, step, context)))
@@ -454,6 +460,18 @@ def combine(parts: list[tuple[Plan, list[Step], dict[str, TensorInfo], dict]]
                                      f"{other.reader.path}, but the checkpoint holds one {step.targets[0]} for both")
         jobs.append((plan, kept, context))
     return jobs, specs
+
+
+def check_implied(plan: Plan, planned: Planned, implied: tuple, scheme: str, context: dict) -> None:
+    """A tensor the target scheme's network lacks (Row.absent) may be left out only when it is what that
+    network computes instead: Google's ALBERT without a projection is the identity."""
+    expected: list[np.ndarray] = []
+    for op in implied:
+        expected = op.apply(expected, context)
+    actual = build(plan, planned, context)
+    if actual.shape != expected[0].shape or not np.array_equal(actual, expected[0].astype(actual.dtype)):
+        raise ModelportError(f"{planned.canonical}: {implied[-1].reason}, and this model's is not the one implied "
+                             f"there: in the {scheme} layout it would compute something else")
 
 
 AHEAD_BYTES = 64 << 20  # how far (in prepared, unwritten bytes) reading may run ahead of writing
@@ -468,6 +486,9 @@ def stream(plan: Plan, steps: list[Step], writer: Writer, scheme: str, dtype: np
     def prepare(step: Step) -> list[np.ndarray]:
         if step.filler:
             return [cast(step.filler.make(context["config"]), dtype)]
+        if step.implied is not None:
+            check_implied(plan, step.planned, step.implied, scheme, context)
+            return []
         return target_parts(plan, step.planned, context, scheme, dtype)
 
     sizes = [sum(writer.specs[target].nbytes for target in step.targets) for step in steps]

@@ -157,12 +157,7 @@ def config_to_hf(scheme: str, raw: dict) -> dict:
 def config_from_hf(scheme: str, hf: dict) -> tuple[dict, list[str]]:
     if scheme == "keras":
         return keras.config_from_hf(keras.ALBERT_FIELDS, hf), []
-    raw, warnings = google.config_from_hf(hf, GOOGLE_FIELDS, "albert_config.json", hf_default_activation="gelu_new")
-    if hf.get("embedding_size") == hf.get("hidden_size"):
-        warnings.append("embedding_size equals hidden_size: Google's modeling.py then skips "
-                        "embedding_hidden_mapping_in, so the checkpoint's copy is unused (exact when it is the "
-                        "identity, as in a model ported from albert_zh)")
-    return raw, warnings
+    return google.config_from_hf(hf, GOOGLE_FIELDS, "albert_config.json", hf_default_activation="gelu_new")
 
 
 MAPPING = Mapping(
