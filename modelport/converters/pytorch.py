@@ -159,8 +159,8 @@ def _load(torch, file: Path):
 def _load_legacy(torch, file: Path):
     """A legacy torch.save file: pickles of the magic number, the protocol, system info, the object (whose
     storages are persistent ids) and the storage keys, then each storage as its element count (int64) and raw
-    bytes. The object is unpickled twice by torch's weights-only unpickler: first over empty (meta) storages,
-    to learn each storage's dtype and so where the next one starts; then over the file's bytes, mapped."""
+    bytes. The object is unpickled twice by torch's weights-only unpickler: first over storages without data
+    (meta), to learn each storage's dtype and so where the next one starts; then over the file's bytes, mapped."""
     from torch import _weights_only_unpickler as restricted
 
     with open(file, "rb") as stream:
@@ -169,12 +169,13 @@ def _load_legacy(torch, file: Path):
                                  "file)")
         restricted.load(stream)  # system info: byte order and type sizes of the saving machine
         start = stream.tell()
-        dtypes: dict[str, object] = {}
+        storages: dict[str, tuple[object, int]] = {}  # key -> dtype, element count
 
         def describe(saved_id):
             _, storage_type, key, _location, numel, _view = saved_id
-            dtypes[key] = storage_type.dtype
-            return torch.storage.TypedStorage(wrap_storage=torch.UntypedStorage(0, device="meta"),
+            storages[key] = storage_type.dtype, numel
+            size = numel * torch._utils._element_size(storage_type.dtype)
+            return torch.storage.TypedStorage(wrap_storage=torch.UntypedStorage(size, device="meta"),
                                               dtype=storage_type.dtype, _internal=True)
 
         _unpickle(restricted, stream, describe)
@@ -184,14 +185,15 @@ def _load_legacy(torch, file: Path):
         for key in keys:
             stream.seek(position)
             header = stream.read(8)
-            if len(header) < 8 or key not in dtypes:
+            if len(header) < 8 or key not in storages or int.from_bytes(header, "little") != storages[key][1]:
                 raise ModelportError(f"{file}: truncated or damaged legacy checkpoint (storage {key})")
-            size = int.from_bytes(header, "little") * torch._utils._element_size(dtypes[key])
+            dtype, numel = storages[key]
+            size = numel * torch._utils._element_size(dtype)
             where[key] = (position + 8, size)
             position += 8 + size
         if position > length:
             raise ModelportError(f"{file}: file is truncated ({length} bytes, its storages end at byte {position})")
-        mapped = np.memmap(file, dtype=np.uint8, mode="r") if length else np.zeros(0, np.uint8)
+        mapped = np.memmap(file, dtype=np.uint8, mode="r")
 
         def in_file(saved_id):
             _, storage_type, key, _location, _numel, view = saved_id

@@ -431,20 +431,19 @@ class TF1Reader(Reader):
             extents.append((_field(fields, 1, int, 0), _field(fields, 2, int, -1)))
         if len(extents) != len(info.shape):
             raise _BadIndex(f"tensor {name} has a slice of {len(extents)} dimensions for its {len(info.shape)}")
-        where, shape = [], []
+        where = []
         for (start, length), dim in zip(extents, info.shape):
             stop = dim if length == -1 else start + length
             if not 0 <= start < stop <= dim and not (start == 0 and stop == dim):
                 raise _BadIndex(f"tensor {name} has a slice [{start}, {stop}) outside its dimension of {dim}")
             where.append(slice(start, stop))
-            shape.append(stop - start)
         key = _slice_key(name.encode("utf-8"), extents)
         if key not in slice_entries:
             raise _BadIndex(f"tensor {name}: the slice {_describe_slice(where)} listed in its entry is missing")
         entry = _parse_message(slice_entries[key])
-        slice_info = TensorInfo(tuple(shape), info.dtype)
-        dtype_code, shape = _field(entry, 1, int, 0), self._parse_shape(name, entry)
-        if dtype_code != _TF_DTYPE_CODES[info.dtype] or shape != slice_info.shape:
+        slice_info = TensorInfo(tuple(s.stop - s.start for s in where), info.dtype)
+        stored = TensorInfo(self._parse_shape(name, entry), _TF_DTYPES.get(_field(entry, 1, int, 0)))
+        if stored != slice_info:
             raise _BadIndex(f"tensor {name}: the slice {_describe_slice(where)} does not have the variable's dtype "
                             "or the slice's shape")
         return tuple(where), self._location(f"{name}{_describe_slice(where)}", entry, slice_info, num_shards)
