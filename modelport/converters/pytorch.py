@@ -281,12 +281,16 @@ class PyTorchReader(Reader):
                 raise ModelportError(f"{shard}: tensor {name}, listed in the index, is missing from this shard")
 
     def read(self, name: str) -> np.ndarray:
-        """The tensor as a numpy view of the mapped file (a copy only when it is not contiguous)."""
+        """The tensor as a read-only numpy view of the mapped file (a copy only when it is not contiguous); a
+        legacy file's mapping is read-only, where a write would crash rather than raise."""
         torch = _import_torch()
         tensor = self._tensors[name].detach().contiguous()
         if tensor.dtype == torch.bfloat16:
-            return tensor.view(torch.int16).numpy().view(BFLOAT16)  # numpy() refuses bfloat16
-        return tensor.numpy()
+            array = tensor.view(torch.int16).numpy().view(BFLOAT16)  # numpy() refuses bfloat16
+        else:
+            array = tensor.numpy()
+        array.flags.writeable = False
+        return array
 
     def release(self, names: list[str]) -> None:
         for name in names:
