@@ -100,6 +100,12 @@ def test_rms_norm_naming_converts(tmp_path):
                 .replace("decoder/layer_norm", "decoder/final_layer_norm"): v for k, v in weights(mesh_tensors(source)).items()}
     assert sorted(back) == sorted(renamed)
     assert all(back[k].tobytes() == v.tobytes() for k, v in renamed.items())
+    modelport.convert("t5", tmp_path / "out", "tf-rms", tmp_path / "rms-back")  # or under the source's own names
+    original, rms_back = weights(mesh_tensors(source)), mesh_tensors(tmp_path / "rms-back")
+    assert sorted(rms_back) == sorted(original)
+    assert all(rms_back[k].tobytes() == v.tobytes() for k, v in original.items())
+    assert "sublayer_rms_norm" in (tmp_path / "rms-back" / "operative_config.gin").read_text()
+    assert modelport.inspect(tmp_path / "rms-back")["layout"] == "mesh_tf_rms"
 
 
 def test_parity_catches_layout_mistakes(mesh_mt5, mesh_t5_v10, tmp_path):

@@ -28,6 +28,7 @@ class Target(str, Enum):
     safetensors = "safetensors"
     pytorch = "pytorch"
     tf = "tf"
+    tf_rms = "tf-rms"
     megatron = "megatron"
     albert_zh = "albert_zh"
     keras_h5 = "keras-h5"

@@ -294,7 +294,9 @@ def t5_family(arch: str, model_type: str, classes: list[ModelClass]) -> Mapping:
         optional_ties={"lm_head.weight": "shared.weight"},
         # An unused weight older transformers versions saved (Mesh TF has no such bias); transformers ignores it.
         buffers=["decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"],
-        formats={"tf": ("tf1", "mesh_tf"), "safetensors": ("safetensors", "hf"), "pytorch": ("pytorch", "hf"),
+        # --to tf writes the releases' norm names; tf-rms the newer rms_norm ones (and the gin that makes them)
+        formats={"tf": ("tf1", "mesh_tf"), "tf-rms": ("tf1", "mesh_tf_rms"), "safetensors": ("safetensors", "hf"),
+                 "pytorch": ("pytorch", "hf"),
                  "keras-h5": ("keras_h5", "keras_h5"), "keras": ("keras", "keras")},
         config_files={"mesh_tf": GIN, "mesh_tf_rms": GIN, "hf": "config.json", "keras": "config.json"},
         checkpoint_names={"mesh_tf": "model.ckpt-0", "mesh_tf_rms": "model.ckpt-0"},
