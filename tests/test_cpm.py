@@ -311,6 +311,20 @@ def test_hf_with_other_activation_is_refused_for_megatron(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_hub_copys_token_ids_are_refused_with_the_way_out(tmp_path):
+    """The Hub copy of CPM-Generate declares GPT-2's bos/eos 50256, outside CPM's vocabulary: an error saying
+    which ids to pass instead, and the conversion goes through with them."""
+    source = make_hf_cpm(tmp_path / "hf")
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "bos_token_id": 50256, "eos_token_id": 50256}))
+    with pytest.raises(modelport.ModelportError, match=r"bos_token_id < vocab_size \(bos_token_id=50256, .*"
+                       r"pass --config FILE holding \{\"bos_token_id\": 7, \"eos_token_id\": 7\}"):
+        modelport.convert("cpm", source, "megatron", tmp_path / "out")
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps({"bos_token_id": 7, "eos_token_id": 7}))
+    modelport.convert("cpm", source, "megatron", tmp_path / "out", config=fixed)
+
+
 # ------------------------------------------------------------------------------------------- tokenizer
 
 

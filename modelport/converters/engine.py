@@ -196,7 +196,8 @@ def resolve_config(plan: Plan, shipped: dict, override: dict) -> dict:
     for constraint in mapping.constraints:
         if evaluate(constraint, config) == 0:
             values = ", ".join(f"{n}={config.get(n)}" for n in re.findall(r"[A-Za-z_]\w*", constraint))
-            raise ModelportError(f"the config breaks {constraint} ({values})")
+            hint = mapping.constraint_hints.get(constraint)
+            raise ModelportError(f"the config breaks {constraint} ({values}){f': {hint}' if hint else ''}")
     for planned in plan.tensors.values():
         if planned.row.shape is None:
             continue

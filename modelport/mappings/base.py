@@ -468,6 +468,7 @@ class Mapping:
     config_from_hf: Callable[[str, dict], tuple[dict, list[str]]] | None = None  # -> (raw config, warnings)
     required_config: tuple[str, ...] = ()  # HF fields that shapes cannot tell
     constraints: tuple[str, ...] = ()  # config expressions that must hold, e.g. "hidden_size % heads == 0"
+    constraint_hints: dict[str, str] = field(default_factory=dict)  # constraint -> what to do when it fails
     tokenizer: str = ""  # tokenizer kind, see converters/tokenizers.py
     positions: PositionTable | None = None  # learned absolute positions, for `extend`
     computed_defaults: Callable[[dict], dict] | None = None  # config so far -> fields computed from it (heads

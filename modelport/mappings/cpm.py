@@ -91,6 +91,8 @@ KERAS = KerasHub(backbone="keras_hub.src.models.gpt2.gpt2_backbone.GPT2Backbone"
                  outputs={"sequence_output": "last_hidden_state"})
 
 EOD = 7  # `<eod>` in CPM's chinese_vocab.model: the document separator, GPT-2's <|endoftext|>
+OUTSIDE_VOCABULARY = (f"the Hub copy of CPM-Generate declares GPT-2's 50256; CPM's own end token is <eod>, id {EOD}: "
+                      f'pass --config FILE holding {{"bos_token_id": {EOD}, "eos_token_id": {EOD}}}')
 # What CPM's Megatron code hard-codes or its scripts pass (--num-attention-heads 32); it ships no config file.
 CPM_DEFAULTS = {"n_head": 32, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
                 "bos_token_id": EOD, "eos_token_id": EOD}
@@ -156,6 +158,7 @@ MAPPING = Mapping(
     config_from_hf=config_from_hf,
     required_config=("n_head",),
     constraints=("n_embd % n_head == 0", "bos_token_id < vocab_size", "eos_token_id < vocab_size"),
+    constraint_hints=dict.fromkeys(("bos_token_id < vocab_size", "eos_token_id < vocab_size"), OUTSIDE_VOCABULARY),
     tokenizer="cpm",
     positions=PositionTable("transformer.wpe.weight", "n_positions", aliases=("n_ctx",)),
     defaults={"megatron": CPM_DEFAULTS, "tf1": CPM_DEFAULTS, "keras": keras.GPT2_DEFAULTS},
