@@ -17,6 +17,8 @@ first touches a page pays for it again, which made single runs vary by ±50 %.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -133,6 +135,16 @@ def warm(path: Path) -> None:
                 pass
 
 
+def peer_here() -> str | None:
+    """This Python, when it can run transformers 4.x's TF-loading path itself (found without importing)."""
+    try:
+        version = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    found = all(importlib.util.find_spec(name) for name in ("tensorflow", "torch"))
+    return sys.executable if found and version.startswith("4.") else None
+
+
 def dd_command(files: list[Path], folder: Path) -> list[str]:
     """One command copying every data file into FOLDER with dd bs=16M."""
     copies = " && ".join(f"dd if={file} of={folder / file.name} bs=16M status=none" for file in files)
@@ -147,7 +159,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="base,large", help="base, large (BERT) and cpm (needs ~16 GB of disk)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "modelport-bench")
-    parser.add_argument("--peer-python", help="a Python with transformers 4.x, torch and tensorflow")
+    parser.add_argument("--peer-python", default=peer_here(),
+                        help="a Python with transformers 4.x, torch and tensorflow (default: this one, if it has them)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the best wall time is reported")
     parser.add_argument("--legacy", action="store_true", help="write CPM's rank files in torch's pre-zip format")
     args = parser.parse_args()
