@@ -1,5 +1,5 @@
-"""Benchmark modelport's conversions against `dd` copying the same bytes and, when a Python with transformers 4.x
-is given, against transformers' old TF-loading path. Prints one markdown table.
+"""Benchmark modelport's conversions against `dd` copying the same bytes and, in a Python with transformers 4.x
+(--peer-python, or this one when it has it), against transformers' old TF-loading path. Prints one markdown table.
 
     python bench/bench_convert.py [--models base,large,cpm] [--cache DIR] [--peer-python PATH] [--repeat N]
                                   [--legacy]
