@@ -164,16 +164,8 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
                    if name in mapping.required_config and name not in {**shipped, **override}]
         if assumed:
             notes.append(f"assumed {', '.join(assumed)} (the {mapping.arch} release's; --config FILE overrides)")
-        changes = {}  # what the conversion changed beyond the layout, for the record
-        if positions is not None:
-            hf, extension = engine.extend_positions(plan, hf, positions, method, alpha)
-            notes.append(extension)
-            changes["position_extension"] = {"positions": positions, "method": method, "alpha": alpha,
-                                             "description": extension}
-        if prune is not None:
-            hf, pruning = prune.apply(plan, hf)
-            notes.append(pruning)
-            changes["vocabulary_pruning"] = {"tokens": len(prune.keep), "description": pruning}
+        hf, changes = _changes(plan, hf, positions, method, alpha, prune)
+        notes += [change["description"] for change in changes.values()]
         out_dtype = engine.output_dtype(plan, dtype)
         context = {"config": hf, "ranks": ranks or plan.ranks or mapping.ranks}
         if target_format == "keras":
@@ -190,10 +182,7 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
             file for other in readers[1:] for file in other.files()]
         verified = {path: how for each in readers for path, how in each.verified_files().items()}
         with atomic_directory(out, overwrite) as staging, SourceDigests(sources, verified) as digests:
-            writer_options = {"prefix": mapping.checkpoint_names[target_scheme]} if target_format == "tf1" else {}
-            if target_format == "keras_h5":
-                writer_options = {"model_class": model_class.name, "copies": mapping.h5_copies}
-            writer = writer_class(target_format)(staging, specs, shard_bytes, **writer_options)
+            writer = _writer(target_format, target_scheme, mapping, model_class, staging, specs, shard_bytes)
             total = sum(info.nbytes for info in specs.values())
             with progress_bar(total, f"{mapping.arch} -> {to}", progress) as advance:
                 for job_plan, job_steps, job_context in jobs:
@@ -220,6 +209,32 @@ def convert(arch: str, src: str | Path, to: str = "safetensors", out: str | Path
                             seconds=time.perf_counter() - started,
                             training_state=[n for p in plans for n in p.training_state],
                             unmapped=[n for p in plans for n in p.unknown], notes=notes)
+
+
+def _changes(plan: engine.Plan, hf: dict, positions: int | None, method: str, alpha: float,
+             prune: Pruning | None) -> tuple[dict, dict]:
+    """Plan what the conversion changes beyond the layout (a longer position table, a pruned vocabulary): the
+    config saying so, and each change for the record (with a `description` for the notes)."""
+    changes = {}
+    if positions is not None:
+        hf, extension = engine.extend_positions(plan, hf, positions, method, alpha)
+        changes["position_extension"] = {"positions": positions, "method": method, "alpha": alpha,
+                                         "description": extension}
+    if prune is not None:
+        hf, pruning = prune.apply(plan, hf)
+        changes["vocabulary_pruning"] = {"tokens": len(prune.keep), "description": pruning}
+    return hf, changes
+
+
+def _writer(target_format: str, target_scheme: str, mapping, model_class, staging: Path,
+            specs: dict, shard_bytes: int | None):
+    """The writer of the output format, with what that format needs to know beyond the tensors."""
+    options = {}
+    if target_format == "tf1":
+        options = {"prefix": mapping.checkpoint_names[target_scheme]}
+    elif target_format == "keras_h5":
+        options = {"model_class": model_class.name, "copies": mapping.h5_copies}
+    return writer_class(target_format)(staging, specs, shard_bytes, **options)
 
 
 def _target(mapping, to: str, ranks: int | None, strict: bool, exact: bool) -> tuple[str, str]:
