@@ -311,10 +311,6 @@ def _keras_deviation(plan: engine.Plan, hf: dict, preset: Path, strict: bool, ex
 
 
 def _refuse_unknown(plan: engine.Plan, allow_unmapped: bool) -> None:
-    if plan.refused:
-        why = plan.refused[0][1]
-        names = [name for name, reason in plan.refused if reason == why]
-        raise ModelportError(f"{plan.reader.path}: {why} ({', '.join(names[:4])}{' ...' if len(names) > 4 else ''})")
     if plan.unknown and not allow_unmapped:
         raise ModelportError(f"{plan.reader.path}: {len(plan.unknown)} tensors the {plan.mapping.arch} mapping does "
                              f"not know: {', '.join(plan.unknown[:8])}{' ...' if len(plan.unknown) > 8 else ''} "

@@ -317,13 +317,14 @@ def google_electra(tensors: dict[str, np.ndarray], config: dict, input_ids, toke
                    part: str = "discriminator", activations: dict = ELECTRA_ACTIVATIONS) -> dict[str, np.ndarray]:
     """One network of Google ELECTRA's pretraining model (modeling.py BertModel, run_pretraining.py heads):
     the discriminator under `electra/`, or the generator under `generator/`, which reads the discriminator's
-    `electra/embeddings` (tied embeddings). `embeddings_project` runs when the embeddings are narrower than
-    the network's hidden_size. `config` is that network's (hidden_size, layers, heads, hidden_act)."""
+    `electra/embeddings` (tied embeddings) unless it has its own, `generator/embeddings`
+    (untied_generator_embeddings). `embeddings_project` runs when the embeddings are narrower than the
+    network's hidden_size. `config` is that network's (hidden_size, layers, heads, hidden_act)."""
     t = {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}
     act = activations[config.get("hidden_act", "gelu")]
     eps = 1e-12
     scope = "electra" if part == "discriminator" else "generator"
-    e = "electra/embeddings"
+    e = f"{scope}/embeddings" if f"{scope}/embeddings/word_embeddings" in t else "electra/embeddings"
     x = _embed(t, e, t[f"{e}/word_embeddings"][input_ids], token_type_ids, eps)
     if x.shape[-1] != config["hidden_size"]:
         x = _dense(t, x, f"{scope}/embeddings_project")

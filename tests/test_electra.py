@@ -11,7 +11,7 @@ import pytest
 
 import modelport
 from conftest import sample_batch, tf_load, tf_save
-from electra_checkpoints import (DISCRIMINATOR, GENERATOR, google_electra_tensors, hf_electra_outputs,
+from electra_checkpoints import (DISCRIMINATOR, GENERATOR, TINY_HPARAMS, google_electra_tensors, hf_electra_outputs,
                                  make_hf_electra, make_tf1_electra)
 from reference import ELECTRA_ACTIVATIONS, gelu_tanh, google_electra
 from test_cli import assert_one_line_error, run
@@ -281,10 +281,10 @@ def test_cli_parts(tf1_electra, tmp_path):
     assert "parts: discriminator, generator" in table.stdout
 
 
-def test_a_generator_with_embeddings_of_its_own_is_refused_and_the_discriminator_still_converts(tmp_path):
-    """Google's untied_generator_embeddings puts the generator's own embeddings under generator/embeddings
-    (as wide as the generator, so no projection). Leaving them out would make the generator read the
-    discriminator's, so converting it is an error even with --allow-unmapped; the discriminator is unaffected."""
+def test_a_generator_with_embeddings_of_its_own_converts_and_so_does_the_discriminator(tmp_path):
+    """Google's untied_generator_embeddings puts the generator's own embeddings under generator/embeddings (as
+    wide as the generator, so no projection): the generator is read with them, not with the discriminator's
+    electra/embeddings, which stay the discriminator's."""
     gen = {**GENERATOR, "embedding_size": GENERATOR["hidden_size"]}
     tensors = google_electra_tensors(gen=None)
     untied = google_electra_tensors(gen, gen=gen, seed=1)
@@ -296,19 +296,20 @@ def test_a_generator_with_embeddings_of_its_own_is_refused_and_the_discriminator
     source.mkdir()
     tf_save(source / "model.ckpt", tensors)
     (source / "vocab.txt").write_text("\n".join(f"t{i}" for i in range(DISCRIMINATOR["vocab_size"])) + "\n")
+    # run_pretraining.py's hparams say so too: Google's get_generator_config then gives it embedding_size=None
+    (source / "hparams.json").write_text(json.dumps({**TINY_HPARAMS, "untied_generator_embeddings": True}))
 
-    for allow_unmapped in (False, True):
-        with pytest.raises(modelport.ModelportError, match=r"embeddings of its own .*generator/embeddings/"):
-            modelport.convert("electra", source, "safetensors", tmp_path / "gen", part="generator",
-                              allow_unmapped=allow_unmapped)
-    assert not (tmp_path / "gen").exists()
-    actions = {t["name"]: t["action"] for t in modelport.inspect(source, part="generator")["tensors"]}
-    assert actions["generator/embeddings/word_embeddings"].startswith("REFUSED (the generator has embeddings")
-    result = run("convert", "electra", source, "--part", "generator", "-o", tmp_path / "gen", "--allow-unmapped")
-    assert_one_line_error(result, "untied_generator_embeddings")
-
-    out = tmp_path / "disc"
-    modelport.convert("electra", source, "safetensors", out)
-    ids, segments = sample_batch(DISCRIMINATOR)
-    assert_close(hf_electra_outputs(out, ids, segments),
-                 google_electra(tf_load(source / "model.ckpt"), DISCRIMINATOR, ids, segments))
+    inspected = modelport.inspect(source, part="generator")
+    assert inspected["parts"] == ["discriminator", "generator"]
+    actions = {t["name"]: t["action"] for t in inspected["tensors"]}
+    assert actions["generator/embeddings/word_embeddings"] == "-> electra.embeddings.word_embeddings.weight"
+    assert actions["electra/embeddings/word_embeddings"] == "skipped (discriminator: --part discriminator)"
+    for part, config in (("generator", gen), ("discriminator", DISCRIMINATOR)):
+        out = tmp_path / part
+        modelport.convert("electra", source, "safetensors", out, part=part)
+        assert json.loads((out / "config.json").read_text())["embedding_size"] == config["embedding_size"]
+        ids, segments = sample_batch(config)
+        assert_close(hf_electra_outputs(out, ids, segments),
+                     google_electra(tf_load(source / "model.ckpt"), config, ids, segments, part))
+    assert not np.allclose(tensors["generator/embeddings/word_embeddings"][:, :32],
+                           tensors["electra/embeddings/word_embeddings"])  # the parity above can tell them apart

@@ -44,7 +44,6 @@ class Plan:
     training_state: list[str] = field(default_factory=list)
     aliases: list[tuple[str, str, str]] = field(default_factory=list)  # (source name, kind, canonical target)
     unknown: list[str] = field(default_factory=list)
-    refused: list[tuple[str, str]] = field(default_factory=list)  # (source name, why the mapping cannot convert it)
     elsewhere: list[tuple[str, str]] = field(default_factory=list)  # (source name, the other variant it belongs to)
     ranks: int = 0  # model-parallel ranks of a partitioned source (0: not partitioned)
 
@@ -63,9 +62,6 @@ class Plan:
         for source, variant in self.elsewhere:
             if source == name:
                 return f"skipped ({variant}: --part {variant})"
-        for source, why in self.refused:
-            if source == name:
-                return f"REFUSED ({why})"
         return "skipped (training state)" if name in self.training_state else "UNKNOWN"
 
 
@@ -98,8 +94,6 @@ def plan_source(mapping: Mapping, reader: Reader, schemes: list[str] | None = No
             plan.training_state.append(name)
         elif (alias := mapping.alias_of(scheme, name)) is not None:
             plan.aliases.append((name, *alias))
-        elif (why := mapping.refusal(scheme, name)) is not None:
-            plan.refused.append((name, why))
         elif (variant := mapping.variant_of(scheme, name)) is not None:
             plan.elsewhere.append((name, variant))
         else:
@@ -435,7 +429,8 @@ def select_part(mapping: Mapping, reader: Reader, part: str | None) -> Mapping:
     held = mapping.held_variants(reader.names())
     if part and held and part not in held:
         raise ModelportError(f"{reader.path}: holds no {mapping.arch} {part}, only the {' and '.join(held)}")
-    return mapping.variants[part or (held[0] if len(held) == 1 else mapping.variant)]
+    chosen = mapping.variants[part or (held[0] if len(held) == 1 else mapping.variant)]
+    return max(chosen.layouts(), key=lambda layout: layout.own_names(reader.names()))
 
 
 def combine(parts: list[tuple[Plan, list[Step], dict[str, TensorInfo], dict]]

@@ -491,9 +491,8 @@ class Mapping:
     omitted: dict[str, tuple[str, ...]] = field(default_factory=dict)  # scheme -> parts that layout has no place
     # for (a KerasHub backbone has no pretraining heads): left out, with a note
     fillers: dict[str, tuple[Filler, ...]] = field(default_factory=dict)  # scheme -> tensors only it holds
-    refused: dict[str, dict[str, str]] = field(default_factory=dict)  # scheme -> {name regex: why}: tensors the
-    # mapping knows it cannot convert, whose absence would make the output compute something else; an error even
-    # with --allow-unmapped
+    alternatives: list["Mapping"] = field(default_factory=list)  # the same network under other names (ELECTRA's
+    # generator with embeddings of its own): the one explaining more of a checkpoint is read with, this one written
 
     def __post_init__(self):
         self._skip = [re.compile(p) for p in OPTIMIZER_PATTERNS + self.skip]
@@ -542,28 +541,34 @@ class Mapping:
                     return Match(row, {**dict.fromkeys(row.hf.variables, 0), **values}, index)
         return None
 
+    def layouts(self) -> list["Mapping"]:
+        return [self, *self.alternatives]
+
+    def explains(self, scheme: str, name: str) -> bool:
+        return bool(self.match(scheme, name) or self.alias_of(scheme, name))
+
     def variant_of(self, scheme: str, name: str) -> str | None:
         """The other variant whose tensor this is (a generator tensor seen from the discriminator)."""
         for other in self.variants.values():
-            if other is not self and (other.match(scheme, name) or other.alias_of(scheme, name)
-                                      or other.refusal(scheme, name)):
+            if other.variant != self.variant and any(layout.explains(scheme, name) for layout in other.layouts()):
                 return other.variant
         return None
-
-    def refusal(self, scheme: str, name: str) -> str | None:
-        """Why this mapping cannot convert the tensor `name`, when it is one it refuses."""
-        return next((why for pattern, why in self.refused.get(scheme, {}).items() if re.fullmatch(pattern, name)),
-                    None)
 
     def held_variants(self, names: list[str]) -> list[str]:
         """The variants a checkpoint holds: those explaining a tensor that no other variant explains."""
         held = set()
         for name in names:
-            explaining = [v.variant for v in self.variants.values()
-                          if any(v.match(s, name) or v.alias_of(s, name) for s in v.schemes)]
+            explaining = {v.variant for v in self.variants.values() for layout in v.layouts()
+                          if any(layout.explains(s, name) for s in layout.schemes)}
             if len(explaining) == 1:
-                held.add(explaining[0])
+                held.update(explaining)
         return [v for v in self.variants if v in held]
+
+    def own_names(self, names: list[str]) -> int:
+        """How many of a checkpoint's names this mapping explains that no other variant does."""
+        others = [layout for v in self.variants.values() if v.variant != self.variant for layout in v.layouts()]
+        return sum(1 for name in names for s in self.schemes if self.explains(s, name)
+                   and not any(other.explains(s, name) for other in others))
 
     def alias_of(self, scheme: str, name: str) -> tuple[str, str] | None:
         """For a tied alias or a derived buffer (canonical scheme), or a filler (other schemes): (kind, the tensor

@@ -27,9 +27,10 @@ GOOGLE_TO_HF_ACTIVATION = {"gelu": "gelu", "relu": "relu", "tanh": "tanh", "line
 LAYER_NORM_EPS = 1e-12  # tf.contrib.layers.layer_norm's
 
 
-def encoder_rows(scope: str) -> list[Row]:
-    """The embeddings (always `electra/embeddings`), the projection and the BERT-style encoder under `scope`;
-    transformers' TF weights (tf_model.h5) hold either network under `electra/`."""
+def encoder_rows(scope: str, embeddings: str = "electra/embeddings") -> list[Row]:
+    """The embeddings (`electra/embeddings`, shared; a generator's own under `generator/embeddings`), the
+    projection and the BERT-style encoder under `scope`; transformers' TF weights (tf_model.h5) hold either
+    network under `electra/`."""
     layer = "electra.encoder.layer.{layer}"
 
     def sub(name: str) -> dict[str, str]:
@@ -38,13 +39,14 @@ def encoder_rows(scope: str) -> list[Row]:
 
     return [
         Row("electra.embeddings.word_embeddings.weight", shape=("vocab_size", "embedding_size"),
-            tf1="electra/embeddings/word_embeddings", keras_h5="electra/embeddings/word_embeddings/weight"),
+            tf1=f"{embeddings}/word_embeddings", keras_h5="electra/embeddings/word_embeddings/weight"),
         Row("electra.embeddings.position_embeddings.weight", shape=("max_position_embeddings", "embedding_size"),
-            tf1="electra/embeddings/position_embeddings", keras_h5="electra/embeddings/position_embeddings/embeddings"),
+            tf1=f"{embeddings}/position_embeddings", keras_h5="electra/embeddings/position_embeddings/embeddings"),
         Row("electra.embeddings.token_type_embeddings.weight", shape=("type_vocab_size", "embedding_size"),
-            tf1="electra/embeddings/token_type_embeddings",
+            tf1=f"{embeddings}/token_type_embeddings",
             keras_h5="electra/embeddings/token_type_embeddings/embeddings"),
-        *layer_norm("electra.embeddings.LayerNorm", same("electra/embeddings/LayerNorm"), "embedding_size"),
+        *layer_norm("electra.embeddings.LayerNorm", {"tf1": f"{embeddings}/LayerNorm",
+                                                    "keras_h5": "electra/embeddings/LayerNorm"}, "embedding_size"),
         # Only when embedding_size differs from hidden_size, in both codes.
         *dense("electra.embeddings_project", {"tf1": f"{scope}/embeddings_project",
                                               "keras_h5": "electra/embeddings_project"},
@@ -72,15 +74,23 @@ DISCRIMINATOR_ROWS = [
                                                           "keras_h5": "discriminator_predictions/dense_prediction"},
            "hidden_size", 1, part="head"),
 ]
-GENERATOR_ROWS = [
-    *encoder_rows("generator"),
-    *dense("generator_predictions.dense", same("generator_predictions/dense"), "hidden_size", "embedding_size",
-           part="head"),
-    *layer_norm("generator_predictions.LayerNorm", same("generator_predictions/LayerNorm"), "embedding_size",
-                part="head"),
-    Row("generator_lm_head.bias", shape=("vocab_size",), part="head", tf1="generator_predictions/output_bias",
-        keras_h5="generator_lm_head/bias"),
-]
+
+
+def generator_rows(embeddings: str) -> list[Row]:
+    return [
+        *encoder_rows("generator", embeddings),
+        *dense("generator_predictions.dense", same("generator_predictions/dense"), "hidden_size", "embedding_size",
+               part="head"),
+        *layer_norm("generator_predictions.LayerNorm", same("generator_predictions/LayerNorm"), "embedding_size",
+                    part="head"),
+        Row("generator_lm_head.bias", shape=("vocab_size",), part="head", tf1="generator_predictions/output_bias",
+            keras_h5="generator_lm_head/bias"),
+    ]
+
+
+GENERATOR_ROWS = generator_rows("electra/embeddings")
+# Google's untied_generator_embeddings (no release uses it): the generator's own embeddings, as wide as it is.
+UNTIED_GENERATOR_ROWS = generator_rows("generator/embeddings")
 
 
 # KerasHub's ElectraBackbone (a preset's model.weights.h5), either network without its head: the tanh GELU and
@@ -95,7 +105,7 @@ KERAS_NAMES = {
     "electra.embeddings_project.bias": "layers/dense/vars/1",
     **keras.transformer_encoder("electra.encoder.layer.{layer}", "layers/transformer_encoder{layer:_}"),
 }
-for _rows in (DISCRIMINATOR_ROWS, GENERATOR_ROWS):
+for _rows in (DISCRIMINATOR_ROWS, GENERATOR_ROWS, UNTIED_GENERATOR_ROWS):
     add_scheme(_rows, "keras", KERAS_NAMES)
 KERAS = KerasHub(backbone="keras_hub.src.models.electra.electra_backbone.ElectraBackbone",
                  exact="modelport.keras_exact.ExactElectraBackbone",
@@ -146,8 +156,11 @@ def generator_config(raw: dict) -> dict:
     config = discriminator_config(raw)
     hidden = int(round(config["hidden_size"] * raw.get("generator_hidden_size", 0.25)))
     layers = int(round(config["num_hidden_layers"] * raw.get("generator_layers", 1.0)))
-    return {**config, "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": 4 * hidden,
-            "num_attention_heads": max(1, hidden // 64)}
+    generator = {**config, "hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": 4 * hidden,
+                 "num_attention_heads": max(1, hidden // 64)}
+    if raw.get("untied_generator_embeddings"):  # embeddings of its own, as wide as it (embedding_size=None)
+        generator["embedding_size"] = hidden
+    return generator
 
 
 def google_hparams(scheme: str, configs: dict[str, dict]) -> tuple[dict, list[str]]:
@@ -237,13 +250,7 @@ MAPPING = Mapping(
     config_to_hf=hparams_reader(discriminator_config),
     config_from_hf=hparams_writer(DISCRIMINATOR),
 )
-GENERATOR_MAPPING = Mapping(
-    **SHARED,
-    rows=GENERATOR_ROWS,
-    # Google's code can give the generator embeddings of its own (untied_generator_embeddings; no release does),
-    # which these rows do not map: left out, the generator would read the discriminator's and compute garbage.
-    refused={"tf1": {r"generator/embeddings/.*": "the generator has embeddings of its own "
-                                                 "(untied_generator_embeddings), which modelport cannot convert"}},
+GENERATOR_FIELDS = dict(
     classes=[ModelClass.of("ElectraForMaskedLM", "base", "head", optional=["project"]),
              ModelClass.of("ElectraModel", "base", bare=True, optional=["project"])],
     tied={"generator_lm_head.weight": "electra.embeddings.word_embeddings.weight"},
@@ -251,5 +258,10 @@ GENERATOR_MAPPING = Mapping(
     variant=GENERATOR,
     config_to_hf=hparams_reader(generator_config),
     config_from_hf=hparams_writer(GENERATOR),
+)
+GENERATOR_MAPPING = Mapping(
+    **SHARED, **GENERATOR_FIELDS, rows=GENERATOR_ROWS,
+    # the layout with embeddings of its own is the same network: written as the tied one, read as it comes
+    alternatives=[Mapping(**SHARED, **GENERATOR_FIELDS, rows=UNTIED_GENERATOR_ROWS)],
 )
 VARIANTS.update({DISCRIMINATOR: MAPPING, GENERATOR: GENERATOR_MAPPING})
