@@ -418,7 +418,8 @@ def inspect(src: str | Path, arch: str | None = None, part: str | None = None) -
         tensors = [{"name": name, "shape": list(info.shape), "dtype": dtype_name(info.dtype), "action": plan.action(name)}
                    for name, info in reader.infos.items()]
         return {"path": str(reader.path), "format": reader.format, "arch": plan.mapping.arch, "layout": plan.scheme,
-                "parts": plan.mapping.held_variants(reader.names()), "part": plan.mapping.variant,
+                "parts": plan.mapping.held_variants(plan.mapping.explainers(reader.names())),
+                "part": plan.mapping.variant,
                 "parameters": engine.parameter_count(plan), "dtypes": dtypes,
                 "training_state": len(plan.training_state), "unknown": plan.unknown,
                 "not_weights": list(reader.extras), "tensors": tensors}

@@ -223,11 +223,9 @@ def _plan_constants(plan: Plan, config: dict) -> None:
     for row in plan.mapping.rows:
         if row.part not in plan.parts:
             continue
-        if row.names.get(plan.scheme) == ():
-            ops = row.to_canonical(plan.scheme)
-        elif plan.scheme in row.absent and evaluate(row.absent[plan.scheme][0], config):
-            ops = row.absent[plan.scheme][1]
-        else:
+        stores_none = row.names.get(plan.scheme) == ()
+        ops = row.to_canonical(plan.scheme) if stores_none else row.implied(plan.scheme, config)
+        if ops is None:
             continue
         for values in _index_space(set(row.hf.variables), plan.mapping.counts, config):
             canonical = row.hf.format(values)
@@ -388,8 +386,8 @@ def target_layout(plan: Plan, scheme: str, model_class: ModelClass, dtype: np.dt
     for planned in plan.tensors.values():
         if planned.row.part in omitted:
             continue
-        condition, implied = planned.row.absent.get(scheme, (None, None))
-        if condition is not None and evaluate(condition, context["config"]):
+        implied = planned.row.implied(scheme, context["config"])
+        if implied is not None:
             steps.append(Step(planned, [], implied=implied))
             continue
         patterns = planned.row.names.get(scheme)
@@ -426,11 +424,12 @@ def select_part(mapping: Mapping, reader: Reader, part: str | None) -> Mapping:
         return mapping
     if part and part not in mapping.variants:
         raise ModelportError(f"--part {part}: {mapping.arch} has the parts {', '.join(mapping.variants)}")
-    held = mapping.held_variants(reader.names())
+    explainers = mapping.explainers(reader.names())
+    held = mapping.held_variants(explainers)
     if part and held and part not in held:
         raise ModelportError(f"{reader.path}: holds no {mapping.arch} {part}, only the {' and '.join(held)}")
     chosen = mapping.variants[part or (held[0] if len(held) == 1 else mapping.variant)]
-    return max(chosen.layouts(), key=lambda layout: layout.own_names(reader.names()))
+    return max(chosen.layouts(), key=lambda layout: layout.own_names(explainers))
 
 
 def combine(parts: list[tuple[Plan, list[Step], dict[str, TensorInfo], dict]]

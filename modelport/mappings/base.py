@@ -295,6 +295,11 @@ class Row:
     def from_canonical(self, scheme: str) -> tuple[Op, ...]:
         return tuple(op.reverse_op for op in reversed(self.ops.get(scheme, ())))
 
+    def implied(self, scheme: str, config: dict) -> tuple[Op, ...] | None:
+        """The ops making this tensor where the scheme's network has none under this config (see `absent`)."""
+        condition, ops = self.absent.get(scheme, (None, None))
+        return ops if condition is not None and evaluate(condition, config) else None
+
     def __repr__(self):
         return f"Row({self.hf.text})"
 
@@ -554,21 +559,22 @@ class Mapping:
                 return other.variant
         return None
 
-    def held_variants(self, names: list[str]) -> list[str]:
+    def explainers(self, names: list[str]) -> dict[str, list["Mapping"]]:
+        """Each of a checkpoint's names (training state aside) -> the layouts, of every variant, explaining it:
+        matched once, for held_variants and own_names both."""
+        layouts = [layout for variant in self.variants.values() for layout in variant.layouts()]
+        return {name: [layout for layout in layouts if any(layout.explains(s, name) for s in layout.schemes)]
+                for name in names if not self.is_training_state(name)}
+
+    def held_variants(self, explainers: dict[str, list["Mapping"]]) -> list[str]:
         """The variants a checkpoint holds: those explaining a tensor that no other variant explains."""
-        held = set()
-        for name in names:
-            explaining = {v.variant for v in self.variants.values() for layout in v.layouts()
-                          if any(layout.explains(s, name) for s in layout.schemes)}
-            if len(explaining) == 1:
-                held.update(explaining)
+        held = {found[0].variant for found in explainers.values() if len({layout.variant for layout in found}) == 1}
         return [v for v in self.variants if v in held]
 
-    def own_names(self, names: list[str]) -> int:
-        """How many of a checkpoint's names this mapping explains that no other variant does."""
-        others = [layout for v in self.variants.values() if v.variant != self.variant for layout in v.layouts()]
-        return sum(1 for name in names for s in self.schemes if self.explains(s, name)
-                   and not any(other.explains(s, name) for other in others))
+    def own_names(self, explainers: dict[str, list["Mapping"]]) -> int:
+        """How many of a checkpoint's names this layout explains that no other variant does."""
+        return sum(1 for found in explainers.values()
+                   if self in found and all(layout.variant == self.variant for layout in found))
 
     def alias_of(self, scheme: str, name: str) -> tuple[str, str] | None:
         """For a tied alias or a derived buffer (canonical scheme), or a filler (other schemes): (kind, the tensor
