@@ -53,6 +53,16 @@ class Tensors:
         self.t[f"{name}/gamma"] = 1 + self.normal(width, scale=0.1)
         self.t[f"{name}/beta"] = self.normal(width, scale=0.1)
 
+    def bert_layer(self, prefix, width, inner):
+        """One BERT encoder block under `prefix`, by Google's names (albert_zh's shared block, ELECTRA's layers)."""
+        for n in ("query", "key", "value"):
+            self.dense(f"{prefix}/attention/self/{n}", width, width)
+        self.dense(f"{prefix}/attention/output/dense", width, width)
+        self.norm(f"{prefix}/attention/output/LayerNorm", width)
+        self.dense(f"{prefix}/intermediate/dense", width, inner)
+        self.dense(f"{prefix}/output/dense", inner, width)
+        self.norm(f"{prefix}/output/LayerNorm", width)
+
 
 def _embeddings_and_heads(tensors: Tensors, config: dict, width: int, transform: int, heads: bool) -> None:
     e, v = "bert/embeddings", config["vocab_size"]
@@ -97,14 +107,7 @@ def albert_zh_tensors(config: dict = TINY_ALBERT_ZH, seed: int = 0, heads: bool 
     tensors.add("bert/embeddings/word_embeddings", config["vocab_size"], e)
     tensors.add("bert/embeddings/word_embeddings_2", e, h)
     _embeddings_and_heads(tensors, config, h, h, heads)
-    p = "bert/encoder/layer_shared"
-    for n in ("query", "key", "value"):
-        tensors.dense(f"{p}/attention/self/{n}", h, h)
-    tensors.dense(f"{p}/attention/output/dense", h, h)
-    tensors.norm(f"{p}/attention/output/LayerNorm", h)
-    tensors.dense(f"{p}/intermediate/dense", h, ff)
-    tensors.dense(f"{p}/output/dense", ff, h)
-    tensors.norm(f"{p}/output/LayerNorm", h)
+    tensors.bert_layer("bert/encoder/layer_shared", h, ff)
     return tensors.t
 
 

@@ -29,14 +29,7 @@ def _encoder(tensors: Tensors, scope: str, config: dict) -> None:
     if e != h:
         tensors.dense(f"{scope}/embeddings_project", e, h)
     for i in range(config["num_hidden_layers"]):
-        p = f"{scope}/encoder/layer_{i}"
-        for n in ("query", "key", "value"):
-            tensors.dense(f"{p}/attention/self/{n}", h, h)
-        tensors.dense(f"{p}/attention/output/dense", h, h)
-        tensors.norm(f"{p}/attention/output/LayerNorm", h)
-        tensors.dense(f"{p}/intermediate/dense", h, ff)
-        tensors.dense(f"{p}/output/dense", ff, h)
-        tensors.norm(f"{p}/output/LayerNorm", h)
+        tensors.bert_layer(f"{scope}/encoder/layer_{i}", h, ff)
 
 
 def google_electra_tensors(disc: dict = DISCRIMINATOR, gen: dict | None = GENERATOR, seed: int = 0,
